@@ -1,0 +1,207 @@
+"""LSTM, GRU and vanilla-RNN baselines with the same contract as the TCN.
+
+Same config pattern, same (N, C_in, T) -> (N, hidden_size, T) shapes (or NLC), and the same
+caller-owned streaming interface (``init_state`` / ``step``), so the trainer, the heads and
+the benchmark treat every model alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from .registry import register_model
+from .validation import check_sequence_input
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
+
+
+def _stream_index(streams, batch_size: int, device) -> torch.Tensor:
+    """Normalise an index list or a bool mask of streams into a LongTensor of indices."""
+    idx = torch.as_tensor(streams, device=device)
+    if idx.dtype == torch.bool:
+        if idx.shape != (batch_size,):
+            raise ValueError(
+                f"a stream mask must have shape ({batch_size},), got {tuple(idx.shape)}"
+            )
+        return idx.nonzero().flatten()
+    if idx.is_floating_point() or idx.dim() > 1:
+        raise TypeError(f"streams must be a list of ints or a bool mask, got {streams!r}")
+    idx = idx.long().flatten()
+    if idx.numel() and (idx.min() < -batch_size or idx.max() >= batch_size):
+        raise ValueError(f"stream indices must be in [0, {batch_size}), got {idx.tolist()}")
+    return idx
+
+
+@dataclass
+class RecurrentState:
+    """Streaming state of a recurrent baseline: hidden (and cell) states per layer.
+
+    ``h``/``c``: (num_layers, N, hidden_size). Owned by the caller; never in ``state_dict``.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor | None
+    model_signature: tuple
+
+    @property
+    def batch_size(self) -> int:
+        return self.h.shape[1]
+
+    def reset(self, streams) -> RecurrentState:
+        """Zero the given streams (index list or bool mask) in place; returns ``self``."""
+        idx = _stream_index(streams, self.batch_size, self.h.device)
+        self.h[:, idx] = 0
+        if self.c is not None:
+            self.c[:, idx] = 0
+        return self
+
+    def select(self, indices) -> RecurrentState:
+        """A new state holding the given streams (reordered, duplicated or dropped)."""
+        idx = _stream_index(indices, self.batch_size, self.h.device)
+        c = None if self.c is None else self.c[:, idx].clone()
+        return RecurrentState(self.h[:, idx].clone(), c, self.model_signature)
+
+    def to(self, device) -> RecurrentState:
+        c = None if self.c is None else self.c.to(device)
+        return RecurrentState(self.h.to(device), c, self.model_signature)
+
+
+@dataclass(frozen=True)
+class RecurrentConfig:
+    """Every constructor argument of a recurrent baseline."""
+
+    in_channels: int = field(metadata={"help": "input channels (features per time step)"})
+    hidden_size: int = field(default=128, metadata={"help": "hidden units per layer"})
+    num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout between layers, [0, 1)"})
+    layout: str = field(default="NCL", metadata={"help": "NCL (N, C, T) or NLC (N, T, C)"})
+
+    def __post_init__(self):
+        for name in ("in_channels", "hidden_size", "num_layers"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
+            if v < 1:
+                raise ValueError(f"{name} must be >= 1, got {v}")
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise TypeError(f"dropout must be a float, got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.layout not in ("NCL", "NLC"):
+            raise ValueError(f"layout must be one of ['NCL', 'NLC'], got {self.layout!r}")
+
+
+class RecurrentBaseline(nn.Module):
+    """A stacked recurrent network: (N, C_in, T) -> (N, hidden_size, T).
+
+    Example:
+        >>> model = LSTM(in_channels=1, hidden_size=130)
+        >>> model(torch.randn(2, 1, 50)).shape
+        torch.Size([2, 130, 50])
+    """
+
+    config_class = RecurrentConfig
+    cell = "lstm"
+    receptive_field = None  # unbounded: every output may depend on the whole past
+    lookahead = 0
+
+    def __init__(
+        self,
+        in_channels: int,
+        hidden_size: int = 128,
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        layout: str = "NCL",
+    ):
+        super().__init__()
+        self._config = RecurrentConfig(in_channels, hidden_size, num_layers, dropout, layout)
+        self.rnn = CELLS[self.cell](
+            in_channels, hidden_size, num_layers, batch_first=True, dropout=dropout
+        )
+
+    @property
+    def config(self) -> RecurrentConfig:
+        return self._config
+
+    @classmethod
+    def from_config(cls, config: RecurrentConfig):
+        if not isinstance(config, RecurrentConfig):
+            raise TypeError(f"expected a RecurrentConfig, got {type(config).__name__}")
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+    @property
+    def in_channels(self) -> int:
+        return self._config.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self._config.hidden_size
+
+    @property
+    def layout(self) -> str:
+        return self._config.layout
+
+    def _run(self, x: torch.Tensor, hidden=None):
+        check_sequence_input(x, self.in_channels, self.layout, f"{type(self).__name__} input")
+        seq = x.transpose(1, 2) if self.layout == "NCL" else x  # (N, T, C)
+        y, hidden = self.rnn(seq, hidden)
+        return (y.transpose(1, 2) if self.layout == "NCL" else y), hidden
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._run(x)[0]
+
+    # -- streaming ------------------------------------------------------------------------
+    def _signature(self) -> tuple:
+        c = self._config
+        return (type(self).__name__, c.in_channels, c.hidden_size, c.num_layers)
+
+    def init_state(self, batch_size: int) -> RecurrentState:
+        """Zero state for ``batch_size`` streams, on the model's device and dtype."""
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        p = next(self.parameters())
+        shape = (self._config.num_layers, batch_size, self._config.hidden_size)
+        h = torch.zeros(shape, dtype=p.dtype, device=p.device)
+        c = torch.zeros_like(h) if self.cell == "lstm" else None
+        return RecurrentState(h, c, self._signature())
+
+    def step(self, x: torch.Tensor, state: RecurrentState):
+        """Consume a chunk (N, C_in, t) and return its outputs (N, hidden, t) and the new state."""
+        if not isinstance(state, RecurrentState):
+            raise TypeError(f"expected a RecurrentState, got {type(state).__name__}")
+        if state.model_signature != self._signature():
+            raise ValueError(
+                f"state was made for {state.model_signature}, this model is {self._signature()}"
+            )
+        n = x.shape[0] if isinstance(x, torch.Tensor) and x.dim() == 3 else None
+        if n is not None and n != state.batch_size:
+            raise ValueError(f"chunk batch size {n} differs from the state's {state.batch_size}")
+        if isinstance(x, torch.Tensor) and x.device != state.h.device:
+            raise ValueError(f"chunk is on {x.device}, state on {state.h.device}")
+        hidden = (state.h, state.c) if self.cell == "lstm" else state.h
+        y, hidden = self._run(x, hidden)
+        if self.cell == "lstm":
+            return y, RecurrentState(hidden[0], hidden[1], state.model_signature)
+        return y, RecurrentState(hidden, None, state.model_signature)
+
+
+@register_model("lstm")
+class LSTM(RecurrentBaseline):
+    __doc__ = RecurrentBaseline.__doc__
+    cell = "lstm"
+
+
+@register_model("gru")
+class GRU(RecurrentBaseline):
+    __doc__ = RecurrentBaseline.__doc__.replace("LSTM(", "GRU(")
+    cell = "gru"
+
+
+@register_model("rnn")
+class RNN(RecurrentBaseline):
+    __doc__ = RecurrentBaseline.__doc__.replace("LSTM(", "RNN(")
+    cell = "rnn"

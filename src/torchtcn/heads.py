@@ -1,0 +1,226 @@
+"""Output heads shared by every model, and the two wrappers that attach them.
+
+- :class:`LastStepHead`: (N, C, T) -> (N, out) from the last step (classification/regression).
+- :class:`PerStepHead`: (N, C, T) -> (N, out, T) at every step.
+- :class:`SequenceModel`: any registered body + one of those heads, savable as one model.
+- :class:`LanguageModel`: token embedding -> body -> decoder (optionally tied to the embedding).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .registry import model_from_spec, model_spec, register_model
+
+
+class ReceptiveFieldWarning(UserWarning):
+    """A last-step head read sequences longer than the body's receptive field, so the first
+    inputs cannot influence the prediction. Silence with
+    ``warnings.filterwarnings("ignore", category=torchtcn.ReceptiveFieldWarning)``."""
+
+
+class LastStepHead(nn.Module):
+    """Linear map of the last time step: (N, C, T) -> (N, out_features)."""
+
+    reads_last_step = True
+
+    def __init__(self, in_channels: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, out_features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h[:, :, -1])
+
+
+class PerStepHead(nn.Module):
+    """Linear map at every time step: (N, C, T) -> (N, out_features, T)."""
+
+    reads_last_step = False
+
+    def __init__(self, in_channels: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, out_features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h.transpose(1, 2)).transpose(1, 2)
+
+
+HEADS = {"last_step": LastStepHead, "per_step": PerStepHead}
+
+
+def _spec_field(help_text: str):
+    return field(metadata={"help": help_text})
+
+
+@dataclass(frozen=True)
+class SequenceModelConfig:
+    body: dict = _spec_field('the body as {"name": ..., "config": {...}}')
+    head: str = field(default="last_step", metadata={"help": "last_step | per_step"})
+    out_features: int = field(default=1, metadata={"help": "head outputs"})
+
+    def __post_init__(self):
+        if self.head not in HEADS:
+            raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.head!r}")
+        if isinstance(self.out_features, bool) or not isinstance(self.out_features, int):
+            raise TypeError(f"out_features must be an int, got {self.out_features!r}")
+        if self.out_features < 1:
+            raise ValueError(f"out_features must be >= 1, got {self.out_features}")
+
+
+@register_model("sequence_model", sequence_model=False)
+class SequenceModel(nn.Module):
+    """A registered body (TCN, LSTM, ...) followed by a shared head.
+
+    Shapes: input as the body's (N, C_in, T) (or NLC); output (N, out_features) for
+    ``head="last_step"``, (N, out_features, T) for ``head="per_step"``.
+
+    A last-step head given sequences longer than the body's receptive field raises a
+    :class:`ReceptiveFieldWarning` (once per model).
+
+    Example:
+        >>> import torchtcn
+        >>> body = torchtcn.TCN(1, [25] * 8, kernel_size=7)
+        >>> model = SequenceModel(body, head="last_step", out_features=10)
+        >>> model(torch.randn(2, 1, 784)).shape
+        torch.Size([2, 10])
+    """
+
+    config_class = SequenceModelConfig
+
+    def __init__(self, body: nn.Module, head: str = "last_step", out_features: int = 1):
+        super().__init__()
+        self._config = SequenceModelConfig(model_spec(body), head, out_features)
+        self.body = body
+        self.head = HEADS[head](body.out_channels, out_features)
+        self._warned = False
+
+    @property
+    def config(self) -> SequenceModelConfig:
+        return self._config
+
+    @classmethod
+    def from_config(cls, config: SequenceModelConfig) -> SequenceModel:
+        return cls(model_from_spec(config.body), config.head, config.out_features)
+
+    @property
+    def receptive_field(self):
+        return self.body.receptive_field
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.body(x)
+        if self.body.layout == "NLC":
+            h = h.transpose(1, 2)
+        if self.head.reads_last_step and not self._warned:
+            self._check_coverage(h.shape[2])
+        return self.head(h)
+
+    def _check_coverage(self, length: int) -> None:
+        rf = self.body.receptive_field
+        if rf is not None and length > rf:
+            self._warned = True
+            warnings.warn(
+                f"sequences of length {length} are longer than the receptive field ({rf}): "
+                f"the last step cannot see the first {length - rf} inputs",
+                ReceptiveFieldWarning,
+                stacklevel=3,
+            )
+
+
+@dataclass(frozen=True)
+class LanguageModelConfig:
+    body: dict = _spec_field('the body as {"name": ..., "config": {...}}')
+    vocab_size: int = field(default=10000, metadata={"help": "number of tokens"})
+    tie_weights: bool = field(default=True, metadata={"help": "decoder shares the embedding"})
+    embed_dropout: float = field(default=0.0, metadata={"help": "dropout on embeddings"})
+
+    def __post_init__(self):
+        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int):
+            raise TypeError(f"vocab_size must be an int, got {self.vocab_size!r}")
+        if self.vocab_size < 1:
+            raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
+        if not 0.0 <= self.embed_dropout < 1.0:
+            raise ValueError(f"embed_dropout must be in [0, 1), got {self.embed_dropout}")
+
+
+@register_model("language_model", sequence_model=False)
+class LanguageModel(nn.Module):
+    """Token embedding -> body -> linear decoder at every step.
+
+    Shapes: tokens (N, T) int64 -> logits (N, vocab_size, T), ready for
+    ``F.cross_entropy(logits, targets)`` with targets (N, T). The embedding width is the body's
+    ``in_channels``; tying needs ``body.out_channels == body.in_channels``.
+
+    Example:
+        >>> import torchtcn
+        >>> body = torchtcn.TCN(32, [64, 64, 32], kernel_size=3)
+        >>> lm = LanguageModel(body, vocab_size=100)
+        >>> lm(torch.randint(0, 100, (2, 20))).shape
+        torch.Size([2, 100, 20])
+    """
+
+    config_class = LanguageModelConfig
+
+    def __init__(
+        self,
+        body: nn.Module,
+        vocab_size: int,
+        tie_weights: bool = True,
+        embed_dropout: float = 0.0,
+    ):
+        super().__init__()
+        self._config = LanguageModelConfig(model_spec(body), vocab_size, tie_weights, embed_dropout)
+        embed_dim = body.in_channels
+        if tie_weights and body.out_channels != embed_dim:
+            raise ValueError(
+                f"tie_weights needs the body's out_channels ({body.out_channels}) to equal its "
+                f"in_channels = embedding width ({embed_dim})"
+            )
+        self.body = body
+        self.embedding = nn.Embedding(vocab_size, embed_dim)
+        self.embed_dropout = nn.Dropout(embed_dropout) if embed_dropout else nn.Identity()
+        self.decoder = nn.Linear(body.out_channels, vocab_size)
+        nn.init.normal_(self.embedding.weight, 0.0, 0.01)
+        nn.init.zeros_(self.decoder.bias)
+        if tie_weights:
+            self.decoder.weight = self.embedding.weight
+
+    @property
+    def config(self) -> LanguageModelConfig:
+        return self._config
+
+    @classmethod
+    def from_config(cls, config: LanguageModelConfig) -> LanguageModel:
+        kwargs: dict[str, Any] = {
+            f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "body"
+        }
+        return cls(model_from_spec(config.body), **kwargs)
+
+    @property
+    def receptive_field(self):
+        return self.body.receptive_field
+
+    def embed(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) int64 -> body input in the body's layout."""
+        if not isinstance(tokens, torch.Tensor):
+            raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
+        if tokens.dim() != 2:
+            raise ValueError(f"tokens must be 2-D (N, T), got shape {tuple(tokens.shape)}")
+        if tokens.dtype not in (torch.int64, torch.int32):
+            raise TypeError(f"tokens must be int64 or int32, got dtype {tokens.dtype}")
+        e = self.embed_dropout(self.embedding(tokens))  # (N, T, E)
+        return e if self.body.layout == "NLC" else e.transpose(1, 2)
+
+    def decode(self, h: torch.Tensor) -> torch.Tensor:
+        """Body output (body layout) -> logits (N, vocab_size, T)."""
+        if self.body.layout == "NCL":
+            h = h.transpose(1, 2)
+        return self.decoder(h).transpose(1, 2)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.body(self.embed(tokens)))

@@ -1,0 +1,136 @@
+"""Save and load models: weights in safetensors, architecture as JSON in its metadata.
+
+Loading never unpickles anything: the safetensors header is JSON, the tensors are raw bytes,
+and the architecture is rebuilt from a strictly checked config before any weight is read.
+
+Example:
+    >>> import torchtcn, tempfile, os
+    >>> model = torchtcn.TCN(1, [8, 8], kernel_size=3)
+    >>> path = os.path.join(tempfile.mkdtemp(), "model.safetensors")
+    >>> torchtcn.save(model, path)
+    >>> type(torchtcn.load(path)).__name__
+    'TCN'
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_model, save_model
+
+from .registry import model_from_spec, model_spec
+
+FORMAT_KEY = "torchtcn_format"
+FORMAT_VERSION = "1"
+MODEL_KEY = "torchtcn_model"
+# A safetensors header is a little-endian u64 length then that much JSON. Real headers of our
+# models are a few kB; refuse absurd lengths before reading them (hostile or corrupted files).
+MAX_HEADER_BYTES = 100 * 1024 * 1024
+
+
+def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -> None:
+    """Write ``model``'s weights and architecture to ``path`` (a ``.safetensors`` file).
+
+    The file is written to a temporary name, flushed to disk and renamed, so an interrupted
+    save never leaves a half-written file under ``path``.
+
+    Args:
+        model: a registered torchtcn model (TCN, LSTM, SequenceModel, LanguageModel, ...).
+        path: destination file.
+        metadata: extra string key/values to store in the header.
+    """
+    path = Path(path)
+    spec = model_spec(model)
+    meta = {FORMAT_KEY: FORMAT_VERSION, MODEL_KEY: json.dumps(spec)}
+    for k, v in (metadata or {}).items():
+        if not isinstance(k, str) or not isinstance(v, str):
+            raise TypeError(f"metadata must map str to str, got {k!r}: {v!r}")
+        meta[k] = v
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        save_model(model, str(tmp), metadata=meta)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _read_header(path: Path) -> dict:
+    """Parse and sanity-check the safetensors header without trusting its length field."""
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no model file at {path}") from None
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError(f"{path} is not a safetensors file: only {size} bytes long")
+        (n,) = struct.unpack("<Q", head)
+        if n > MAX_HEADER_BYTES or 8 + n > size:
+            raise ValueError(
+                f"{path} is truncated or not a safetensors file: header claims {n} bytes, "
+                f"the file has {size}"
+            )
+        raw = f.read(n)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is not a safetensors file: its header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path} is not a safetensors file: its header is not a JSON object")
+    return header
+
+
+def read_metadata(path) -> dict[str, str]:
+    """The string metadata stored in a torchtcn file's header."""
+    path = Path(path)
+    meta = _read_header(path).get("__metadata__") or {}
+    if not isinstance(meta, dict) or meta.get(FORMAT_KEY) is None:
+        raise ValueError(
+            f"{path} is a safetensors file but not a torchtcn model (no {FORMAT_KEY!r} metadata)"
+        )
+    if meta[FORMAT_KEY] != FORMAT_VERSION:
+        raise ValueError(
+            f"{path} has torchtcn format {meta[FORMAT_KEY]!r}; this version reads {FORMAT_VERSION!r}"
+        )
+    return meta
+
+
+def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Rebuild the model saved at ``path`` and load its weights (in eval mode).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: the file is truncated, corrupted, not a torchtcn model, or its config or
+            tensors do not match the architecture it describes; the message names the file.
+    """
+    path = Path(path)
+    meta = read_metadata(path)
+    try:
+        spec = json.loads(meta[MODEL_KEY])
+    except (KeyError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path}: the model description is missing or not JSON ({e})") from None
+    try:
+        model = model_from_spec(spec)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{path}: invalid model config: {e}") from None
+    try:
+        # Validate the tensor table (offsets, dtypes) through safetensors' own parser first.
+        with safe_open(str(path), framework="pt") as f:
+            f.keys()
+        missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path}: corrupted weights: {e}") from None
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not match the architecture: missing {sorted(missing)}, "
+            f"unexpected {sorted(unexpected)}"
+        )
+    return model.to(device).eval()

@@ -1,0 +1,282 @@
+"""The Temporal Convolutional Network: ``TCNConfig`` and ``TCN``."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from . import receptive_field as rf
+from .layers import ACTIVATIONS, DROPOUT_KINDS, GATES, NORMS, ResidualBlock, make_activation
+from .registry import register_model
+from .validation import check_sequence_input
+
+LAYOUTS = ("NCL", "NLC")
+
+
+def _positive_int(name: str, value) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+
+
+def _one_of(name: str, value, allowed) -> None:
+    if value not in allowed:
+        raise ValueError(f"{name} must be one of {list(allowed)}, got {value!r}")
+
+
+@dataclass(frozen=True)
+class TCNConfig:
+    """Every constructor argument of :class:`TCN`. Frozen: a model's architecture is fixed."""
+
+    in_channels: int = field(metadata={"help": "input channels (features per time step)"})
+    channels: tuple[int, ...] = field(
+        metadata={"help": "output width of each residual block, e.g. 25,25,25 or 25*8"}
+    )
+    kernel_size: int = field(default=2, metadata={"help": "convolution kernel size k"})
+    dilations: tuple[int, ...] | None = field(
+        default=None, metadata={"help": "dilation of each block (default 2**i)"}
+    )
+    dropout: float = field(default=0.0, metadata={"help": "dropout probability in [0, 1)"})
+    dropout_kind: str = field(
+        default="element",
+        metadata={"help": "element (nn.Dropout) or channel (spatial, nn.Dropout1d)"},
+    )
+    norm: str | None = field(
+        default="weight", metadata={"help": "weight | batch | layer | none"}
+    )
+    activation: str = field(default="relu", metadata={"help": "|".join(sorted(ACTIVATIONS))})
+    causal: bool = field(default=True, metadata={"help": "causal (left) padding"})
+    layout: str = field(default="NCL", metadata={"help": "NCL (N, C, T) or NLC (N, T, C)"})
+    gate: str | None = field(
+        default=None, metadata={"help": "gated activation: glu | wavenet | none"}
+    )
+    skip_connections: bool = field(
+        default=False, metadata={"help": "WaveNet-style sum of every block's output"}
+    )
+    residual_activation: bool = field(
+        default=True, metadata={"help": "activation after the residual addition"}
+    )
+    init_std: float | None = field(
+        default=0.01, metadata={"help": "conv weights ~ N(0, init_std); none = torch default"}
+    )
+    low_memory: bool = field(
+        default=False, metadata={"help": "recompute block activations in backward"}
+    )
+
+    def __post_init__(self):
+        _positive_int("in_channels", self.in_channels)
+        if isinstance(self.channels, (str, bytes)) or not hasattr(self.channels, "__iter__"):
+            raise TypeError(f"channels must be a list of ints, got {self.channels!r}")
+        object.__setattr__(self, "channels", tuple(self.channels))
+        if not self.channels:
+            raise ValueError("channels must list at least one block width, got []")
+        for i, c in enumerate(self.channels):
+            _positive_int(f"channels[{i}]", c)
+        _positive_int("kernel_size", self.kernel_size)
+        if self.dilations is not None:
+            if isinstance(self.dilations, (str, bytes)) or not hasattr(
+                self.dilations, "__iter__"
+            ):
+                raise TypeError(f"dilations must be a list of ints, got {self.dilations!r}")
+            object.__setattr__(self, "dilations", tuple(self.dilations))
+            if len(self.dilations) != len(self.channels):
+                raise ValueError(
+                    f"dilations must have one entry per block ({len(self.channels)}), "
+                    f"got {len(self.dilations)}: {list(self.dilations)}"
+                )
+            for i, d in enumerate(self.dilations):
+                _positive_int(f"dilations[{i}]", d)
+        if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
+            raise TypeError(f"dropout must be a float, got {self.dropout!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        _one_of("dropout_kind", self.dropout_kind, DROPOUT_KINDS)
+        _one_of("norm", self.norm, NORMS)
+        _one_of("activation", self.activation, ACTIVATIONS)
+        _one_of("layout", self.layout, LAYOUTS)
+        _one_of("gate", self.gate, GATES)
+        for name in ("causal", "skip_connections", "residual_activation", "low_memory"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if self.init_std is not None and (
+            isinstance(self.init_std, bool)
+            or not isinstance(self.init_std, (int, float))
+            or self.init_std <= 0
+        ):
+            raise ValueError(f"init_std must be a positive float or None, got {self.init_std!r}")
+
+    @property
+    def resolved_dilations(self) -> tuple[int, ...]:
+        """The dilations actually used (``2**i`` when ``dilations`` is None)."""
+        if self.dilations is not None:
+            return self.dilations
+        return tuple(rf.default_dilations(len(self.channels)))
+
+    @property
+    def receptive_field(self) -> int:
+        return rf.receptive_field(self.kernel_size, self.resolved_dilations)
+
+    @property
+    def lookahead(self) -> int:
+        return rf.lookahead(self.kernel_size, self.resolved_dilations, self.causal)
+
+
+@register_model("tcn")
+class TCN(nn.Module):
+    """Temporal Convolutional Network (Bai, Kolter & Koltun 2018).
+
+    One residual block per entry of ``channels``; block i has two dilated convolutions with
+    dilation ``dilations[i]`` (default ``2**i``), each followed by norm, activation and dropout.
+
+    Shapes:
+        input  (N, in_channels, T)  [or (N, T, in_channels) with ``layout="NLC"``], any T >= 1
+        output (N, channels[-1], T) [or (N, T, channels[-1])]
+
+    The output at step t depends on inputs t - receptive_field + 1 .. t when ``causal``; with
+    ``causal=False`` it also sees up to ``lookahead`` steps ahead.
+
+    Example:
+        >>> model = TCN(in_channels=1, channels=[25] * 8, kernel_size=7)
+        >>> model(torch.randn(4, 1, 784)).shape
+        torch.Size([4, 25, 784])
+        >>> model.receptive_field
+        3061
+    """
+
+    config_class = TCNConfig
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels,
+        kernel_size: int = 2,
+        dilations=None,
+        dropout: float = 0.0,
+        dropout_kind: str = "element",
+        norm: str | None = "weight",
+        activation: str = "relu",
+        causal: bool = True,
+        layout: str = "NCL",
+        gate: str | None = None,
+        skip_connections: bool = False,
+        residual_activation: bool = True,
+        init_std: float | None = 0.01,
+        low_memory: bool = False,
+    ):
+        super().__init__()
+        cfg = TCNConfig(
+            in_channels=in_channels,
+            channels=channels,
+            kernel_size=kernel_size,
+            dilations=dilations,
+            dropout=dropout,
+            dropout_kind=dropout_kind,
+            norm=norm,
+            activation=activation,
+            causal=causal,
+            layout=layout,
+            gate=gate,
+            skip_connections=skip_connections,
+            residual_activation=residual_activation,
+            init_std=init_std,
+            low_memory=low_memory,
+        )
+        self._config = cfg
+        widths = (cfg.in_channels,) + cfg.channels
+        self.blocks = nn.ModuleList(
+            ResidualBlock(
+                widths[i],
+                widths[i + 1],
+                cfg.kernel_size,
+                d,
+                causal=cfg.causal,
+                norm=cfg.norm,
+                activation=cfg.activation,
+                gate=cfg.gate,
+                dropout=cfg.dropout,
+                dropout_kind=cfg.dropout_kind,
+                residual_activation=cfg.residual_activation,
+                init_std=cfg.init_std,
+            )
+            for i, d in enumerate(cfg.resolved_dilations)
+        )
+        if cfg.skip_connections:
+            out = cfg.channels[-1]
+            self.skips = nn.ModuleList(
+                nn.Identity() if c == out else nn.Conv1d(c, out, 1) for c in cfg.channels
+            )
+            self.skip_activation = make_activation(cfg.activation)
+        else:
+            self.skips = None
+            self.skip_activation = None
+
+    # -- construction ---------------------------------------------------------------------
+    @property
+    def config(self) -> TCNConfig:
+        """The frozen config this model was built from (``TCN.from_config(cfg)`` rebuilds it)."""
+        return self._config
+
+    @classmethod
+    def from_config(cls, config: TCNConfig) -> TCN:
+        """A freshly initialised model with the architecture ``config`` describes."""
+        if not isinstance(config, TCNConfig):
+            raise TypeError(f"expected a TCNConfig, got {type(config).__name__}")
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+    # -- facts about the architecture -----------------------------------------------------
+    @property
+    def in_channels(self) -> int:
+        return self._config.in_channels
+
+    @property
+    def out_channels(self) -> int:
+        return self._config.channels[-1]
+
+    @property
+    def layout(self) -> str:
+        return self._config.layout
+
+    @property
+    def dilations(self) -> tuple[int, ...]:
+        return self._config.resolved_dilations
+
+    @property
+    def receptive_field(self) -> int:
+        """Input steps one output step depends on: 1 + 2 (k - 1) sum(dilations)."""
+        return self._config.receptive_field
+
+    @property
+    def lookahead(self) -> int:
+        """Future input steps one output step sees (0 when causal)."""
+        return self._config.lookahead
+
+    # -- computation ----------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        check_sequence_input(x, self.in_channels, self.layout, "TCN input")
+        if self.layout == "NLC":
+            x = x.transpose(1, 2)
+        recompute = self._config.low_memory and self.training and torch.is_grad_enabled()
+        skip_sum = None
+        for i, block in enumerate(self.blocks):
+            if recompute:
+                x = checkpoint(block, x, use_reentrant=False)
+            else:
+                x = block(x)
+            if self.skips is not None:
+                s = self.skips[i](x)
+                skip_sum = s if skip_sum is None else skip_sum + s
+        if skip_sum is not None:
+            x = self.skip_activation(skip_sum)
+        return x.transpose(1, 2) if self.layout == "NLC" else x
+
+    def extra_repr(self) -> str:
+        c = self._config
+        return (
+            f"in_channels={c.in_channels}, blocks={len(c.channels)}, kernel_size={c.kernel_size}, "
+            f"receptive_field={self.receptive_field}, causal={c.causal}"
+        )

@@ -1,0 +1,138 @@
+"""Receptive-field and padding arithmetic, as small pure integer functions.
+
+Every number the rest of the package reports about history, padding or streaming delay comes
+from here, so there is exactly one definition of each (in the spirit of timm's
+``layers/padding.py``).
+
+A TCN block holds ``convs_per_block`` (2) dilated convolutions of kernel size ``k``. A
+convolution with dilation ``d`` looks ``(k - 1) * d`` steps back (causal) or splits that span
+between past and future (non-causal), so a stack with dilations ``d_i`` sees
+
+    RF = 1 + convs_per_block * (k - 1) * sum(d_i)
+
+consecutive input steps.
+
+Example:
+    >>> receptive_field(7, default_dilations(8))   # the paper's seq-MNIST model
+    3061
+    >>> blocks_for_history(3000, kernel_size=7)
+    8
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+CONVS_PER_BLOCK = 2
+
+
+def _check_positive_int(name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    if value < 1:
+        raise ValueError(f"{name} must be >= 1, got {value}")
+    return value
+
+
+def default_dilations(num_blocks: int, base: int = 2) -> list[int]:
+    """Dilations ``base**i`` for ``i = 0 .. num_blocks - 1``."""
+    _check_positive_int("num_blocks", num_blocks)
+    _check_positive_int("base", base)
+    return [base**i for i in range(num_blocks)]
+
+
+def conv_padding(kernel_size: int, dilation: int, causal: bool) -> tuple[int, int]:
+    """Left and right zero padding that keeps a dilated convolution's output length.
+
+    Causal: all ``(k - 1) * d`` on the left. Non-causal: split as evenly as possible, the odd
+    step going to the past, so no convolution looks further ahead than it looks back.
+    """
+    span = (kernel_size - 1) * dilation
+    if causal:
+        return span, 0
+    right = span // 2
+    return span - right, right
+
+
+def receptive_field(
+    kernel_size: int, dilations: Sequence[int], convs_per_block: int = CONVS_PER_BLOCK
+) -> int:
+    """Number of consecutive input steps one output step depends on."""
+    return 1 + convs_per_block * (kernel_size - 1) * sum(dilations)
+
+
+def receptive_fields_per_block(
+    kernel_size: int, dilations: Sequence[int], convs_per_block: int = CONVS_PER_BLOCK
+) -> list[int]:
+    """Receptive field after each block (cumulative)."""
+    out, total = [], 0
+    for d in dilations:
+        total += d
+        out.append(1 + convs_per_block * (kernel_size - 1) * total)
+    return out
+
+
+def lookahead(
+    kernel_size: int,
+    dilations: Sequence[int],
+    causal: bool,
+    convs_per_block: int = CONVS_PER_BLOCK,
+) -> int:
+    """How many future steps one output step sees (0 when causal).
+
+    This is also the delay, in frames, with which a non-causal model can be streamed exactly.
+    It is at most ``(receptive_field - 1) // 2``.
+    """
+    return convs_per_block * sum(conv_padding(kernel_size, d, causal)[1] for d in dilations)
+
+
+def history(
+    kernel_size: int,
+    dilations: Sequence[int],
+    causal: bool,
+    convs_per_block: int = CONVS_PER_BLOCK,
+) -> int:
+    """How many past steps one output step sees (``receptive_field - 1 - lookahead``)."""
+    rf = receptive_field(kernel_size, dilations, convs_per_block)
+    return rf - 1 - lookahead(kernel_size, dilations, causal, convs_per_block)
+
+
+def blocks_for_history(
+    target: int,
+    kernel_size: int,
+    base: int = 2,
+    convs_per_block: int = CONVS_PER_BLOCK,
+) -> int:
+    """Fewest blocks with dilations ``base**i`` whose receptive field covers ``target`` steps.
+
+    ``target`` is the number of input steps the last output must see (for a last-step
+    classifier over sequences of length T, pass T).
+
+    Raises:
+        ValueError: if ``kernel_size == 1`` and ``target > 1`` (a 1-wide kernel never widens
+            the receptive field), or ``base == 1`` and the target is out of reach in 10**6 blocks.
+    """
+    _check_positive_int("target", target)
+    _check_positive_int("kernel_size", kernel_size)
+    _check_positive_int("base", base)
+    if target == 1:
+        return 1
+    if kernel_size == 1:
+        raise ValueError(
+            f"kernel_size=1 never widens the receptive field; cannot reach target={target}"
+        )
+    blocks, total = 0, 0
+    per_unit = convs_per_block * (kernel_size - 1)
+    while 1 + per_unit * total < target:
+        total += base**blocks
+        blocks += 1
+        if blocks > 10**6:
+            raise ValueError(f"target={target} is out of reach with base={base}")
+    return blocks
+
+
+def plan_dilations(
+    target: int, kernel_size: int, base: int = 2, convs_per_block: int = CONVS_PER_BLOCK
+) -> list[int]:
+    """Dilations of the shortest ``base**i`` stack that covers ``target`` steps."""
+    return default_dilations(blocks_for_history(target, kernel_size, base, convs_per_block), base)

@@ -1,0 +1,75 @@
+"""A per-block table of a model: widths, dilation, receptive field so far, parameters.
+
+Example:
+    >>> import torchtcn
+    >>> print(torchtcn.summary(torchtcn.TCN(1, [25] * 2, kernel_size=7)))  # doctest: +ELLIPSIS
+    TCN: in_channels=1, kernel_size=7, causal, norm=weight
+    ...
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from . import receptive_field as rf
+
+
+def count_parameters(module: nn.Module) -> int:
+    """Number of distinct trainable parameters (tied weights counted once)."""
+    seen, total = set(), 0
+    for p in module.parameters():
+        if p.requires_grad and id(p) not in seen:
+            seen.add(id(p))
+            total += p.numel()
+    return total
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    fmt = "  ".join(f"{{:>{w}}}" for w in widths)
+    lines = [fmt.format(*header), "  ".join("-" * w for w in widths)]
+    lines += [fmt.format(*r) for r in rows]
+    return lines
+
+
+def _tcn_lines(model) -> list[str]:
+    cfg = model.config
+    rfs = rf.receptive_fields_per_block(cfg.kernel_size, model.dilations)
+    widths = (cfg.in_channels,) + cfg.channels
+    rows = []
+    for i, block in enumerate(model.blocks):
+        rows.append(
+            [
+                str(i),
+                f"{widths[i]}->{widths[i + 1]}",
+                str(model.dilations[i]),
+                str(rfs[i]),
+                "1x1" if block.downsample is not None else "-",
+                f"{count_parameters(block):,}",
+            ]
+        )
+    head = (
+        f"TCN: in_channels={cfg.in_channels}, kernel_size={cfg.kernel_size}, "
+        f"{'causal' if cfg.causal else f'non-causal (lookahead {model.lookahead})'}, "
+        f"norm={cfg.norm}"
+        + (f", gate={cfg.gate}" if cfg.gate else "")
+        + (", skip connections" if cfg.skip_connections else "")
+    )
+    lines = [head, *_table(["block", "channels", "dilation", "RF", "residual", "params"], rows)]
+    if model.skips is not None:
+        lines.append(f"skip projections: {count_parameters(model.skips):,} params")
+    return lines
+
+
+def summary(model: nn.Module) -> str:
+    """A human-readable table of ``model`` (per block for a TCN) and its totals."""
+    body = getattr(model, "body", model)
+    lines = _tcn_lines(body) if hasattr(body, "blocks") else [repr(body)]
+    if body is not model:
+        lines.insert(0, f"{type(model).__name__} around:")
+        rest = count_parameters(model) - count_parameters(body)
+        lines.append(f"head / embedding: {rest:,} params")
+    field = getattr(model, "receptive_field", None)
+    lines.append(f"total parameters: {count_parameters(model):,}")
+    lines.append(f"receptive field: {'unbounded' if field is None else f'{field:,} steps'}")
+    return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""Input checks shared by every model: clear errors naming what was expected and found."""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> None:
+    """Check ``x`` is a floating (N, C, T) tensor (``layout="NCL"``) or (N, T, C) ("NLC") with
+    ``C == channels`` and ``T >= 1``.
+
+    Raises:
+        TypeError: not a tensor, or not a floating dtype.
+        ValueError: wrong number of dimensions, wrong channel count, or an empty time axis.
+    """
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"{what} must be a torch.Tensor, got {type(x).__name__}")
+    shape_name = "(N, C, T)" if layout == "NCL" else "(N, T, C)"
+    if x.dim() != 3:
+        raise ValueError(
+            f"{what} must be 3-D {shape_name} with layout={layout!r}, got shape {tuple(x.shape)}"
+        )
+    if not x.is_floating_point():
+        raise TypeError(f"{what} must be a floating-point tensor, got dtype {x.dtype}")
+    c_dim, t_dim = (1, 2) if layout == "NCL" else (2, 1)
+    if x.shape[c_dim] != channels:
+        raise ValueError(
+            f"{what} must have {channels} channels on dim {c_dim} of {shape_name}, "
+            f"got shape {tuple(x.shape)}"
+        )
+    if x.shape[t_dim] < 1:
+        raise ValueError(f"{what} must have at least one time step, got shape {tuple(x.shape)}")
