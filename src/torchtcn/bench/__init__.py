@@ -1,0 +1,1 @@
+"""Benchmarks behind ``torchtcn bench`` (one module each)."""

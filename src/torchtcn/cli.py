@@ -1,0 +1,49 @@
+"""The ``torchtcn`` command: a thin dispatcher over ``torchtcn.commands.*``.
+
+Each sub-command lives in its own module under ``torchtcn/commands/`` exposing
+``add_parser(subparsers)`` (which sets ``func`` on its parser) and does its work through the
+library; this file only wires them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# Sub-command modules, in the order ``torchtcn --help`` lists them.
+COMMAND_MODULES = ["summary", "bench"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="torchtcn", description="Temporal Convolutional Networks for PyTorch."
+    )
+    parser.add_argument("--version", action="version", version=f"torchtcn {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(f"torchtcn.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s"
+    )
+    try:
+        return int(args.func(args) or 0)
+    except (ValueError, TypeError, FileNotFoundError) as e:
+        # Library errors already name what was expected and found: show them, not a traceback.
+        print(f"torchtcn {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

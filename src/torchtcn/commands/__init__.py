@@ -1,0 +1,1 @@
+"""Sub-commands of the ``torchtcn`` CLI, one module each (see ``torchtcn.cli``)."""

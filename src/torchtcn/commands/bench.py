@@ -1,0 +1,45 @@
+"""``torchtcn bench NAME``: speed and memory benchmarks against the peers.
+
+Each benchmark is a module ``torchtcn.bench.<name>`` exposing ``add_arguments(parser)`` and
+``run(args) -> int``; it prints its table (ratios against the peers measured in the same run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+# name -> (module, one-line help). Modules are imported only when their benchmark runs.
+BENCHMARKS = {
+    "stream": ("torchtcn.bench.stream", "streaming step latency and throughput"),
+    "train": ("torchtcn.bench.train", "training-step time vs pytorch-tcn, LSTM and GRU"),
+    "memory": ("torchtcn.bench.memory", "peak training memory vs pytorch-tcn and LSTM"),
+}
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="speed and memory benchmarks against the peers")
+    bench_sub = p.add_subparsers(dest="benchmark", metavar="BENCHMARK")
+    bench_sub.required = True
+    for name, (module, help_text) in BENCHMARKS.items():
+        bp = bench_sub.add_parser(
+            name, help=help_text, formatter_class=argparse.ArgumentDefaultsHelpFormatter
+        )
+        bp.set_defaults(func=_runner(module), _bench_module=module)
+        try:
+            importlib.import_module(module).add_arguments(bp)
+        except ModuleNotFoundError as e:
+            if e.name != module:
+                raise
+            bp.set_defaults(func=_missing(name))
+
+
+def _runner(module: str):
+    return lambda args: importlib.import_module(module).run(args)
+
+
+def _missing(name: str):
+    def run(args) -> int:
+        raise ValueError(f"benchmark {name!r} is not available in this build")
+
+    return run

@@ -1,0 +1,86 @@
+"""Generate argparse options from a config dataclass (help text from the field metadata),
+so the CLI never drifts from the library's arguments (nanoGPT / fairseq style)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import typing
+from typing import Any
+
+
+def parse_int_list(text: str) -> tuple[int, ...]:
+    """``"25,25,25"``, ``"25*3"`` or ``"32*2,64"`` -> a tuple of ints."""
+    out: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "*" in part:
+            value, times = part.split("*", 1)
+            out += [int(value)] * int(times)
+        else:
+            out.append(int(part))
+    return tuple(out)
+
+
+def _parse_optional_str(text: str) -> str | None:
+    return None if text.lower() in ("none", "null", "") else text
+
+
+def _parse_optional_float(text: str) -> float | None:
+    return None if text.lower() in ("none", "null", "") else float(text)
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() in ("1", "true", "yes", "on"):
+        return True
+    if text.lower() in ("0", "false", "no", "off"):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def _converter(tp: Any):
+    args = set(typing.get_args(tp))
+    if tp is int:
+        return int
+    if tp is float:
+        return float
+    if tp is bool:
+        return _parse_bool
+    if tp is str:
+        return str
+    if tp == str | None or args == {str, type(None)}:
+        return _parse_optional_str
+    if args == {float, type(None)}:
+        return _parse_optional_float
+    if typing.get_origin(tp) is tuple or tuple[int, ...] in args:
+        return parse_int_list
+    raise TypeError(f"no command-line converter for {tp!r}")
+
+
+def add_config_arguments(
+    parser: argparse.ArgumentParser, config_cls: type, skip: tuple[str, ...] = ()
+) -> None:
+    """One ``--field-name`` option per field of ``config_cls``, defaults and help included."""
+    hints = typing.get_type_hints(config_cls)
+    group = parser.add_argument_group(f"{config_cls.__name__} options")
+    for f in dataclasses.fields(config_cls):
+        if f.name in skip:
+            continue
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        default = None if required else f.default
+        shown = "required" if required else f"default: {default}"
+        group.add_argument(
+            f"--{f.name.replace('_', '-')}",
+            dest=f.name,
+            type=_converter(hints[f.name]),
+            default=default,
+            required=required,
+            help=f"{f.metadata.get('help', '')} ({shown})",
+        )
+
+
+def config_kwargs(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:
+    """The config fields picked out of parsed ``args``."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)}

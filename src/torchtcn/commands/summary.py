@@ -1,0 +1,37 @@
+"""``torchtcn summary``: the per-block table of a saved model or of a TCN described by flags."""
+
+from __future__ import annotations
+
+import argparse
+
+from ..io import load
+from ..model import TCN, TCNConfig
+from ..summary import summary
+from .config_args import add_config_arguments, config_kwargs
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "summary",
+        help="per-block table (channels, dilation, receptive field, parameters)",
+        description="Summarise a saved model (PATH) or a TCN built from the options, e.g. "
+        "torchtcn summary --in-channels 1 --channels 25*8 --kernel-size 7",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors)")
+    add_config_arguments(p, TCNConfig)
+    # A saved model needs none of the architecture flags.
+    for action in p._actions:
+        action.required = False
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.path:
+        model = load(args.path)
+    else:
+        if args.in_channels is None or args.channels is None:
+            raise ValueError("give a saved model PATH, or --in-channels and --channels")
+        model = TCN(**config_kwargs(args, TCNConfig))
+    print(summary(model))
+    return 0
