@@ -1,0 +1,92 @@
+import warnings
+
+import pytest
+import torch
+
+import torchtcn
+
+
+def test_last_step_and_per_step_shapes():
+    body = torchtcn.TCN(2, [8, 8], kernel_size=3)
+    clf = torchtcn.SequenceModel(body, head="last_step", out_features=5)
+    assert clf(torch.randn(4, 2, 10)).shape == (4, 5)
+    reg = torchtcn.SequenceModel(torchtcn.LSTM(2, 7), head="per_step", out_features=3)
+    assert reg(torch.randn(4, 2, 10)).shape == (4, 3, 10)
+
+
+def test_last_step_head_reads_only_the_last_step():
+    head = torchtcn.LastStepHead(3, 2)
+    h = torch.randn(1, 3, 6)
+    h2 = h.clone()
+    h2[:, :, :-1] = 0
+    assert torch.equal(head(h), head(h2))
+
+
+def test_nlc_body_with_head():
+    body = torchtcn.TCN(2, [8], kernel_size=3, layout="NLC")
+    model = torchtcn.SequenceModel(body, head="per_step", out_features=4)
+    assert model(torch.randn(3, 10, 2)).shape == (3, 4, 10)
+
+
+def test_receptive_field_warning_is_visible_and_silenceable():
+    body = torchtcn.TCN(1, [4, 4], kernel_size=2)  # receptive field 7
+    model = torchtcn.SequenceModel(body, out_features=1)
+    with pytest.warns(torchtcn.ReceptiveFieldWarning, match="longer than the receptive field"):
+        model(torch.randn(1, 1, 8))
+    quiet = torchtcn.SequenceModel(torchtcn.TCN(1, [4, 4], kernel_size=2), out_features=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.filterwarnings("ignore", category=torchtcn.ReceptiveFieldWarning)
+        quiet(torch.randn(1, 1, 8))
+    covered = torchtcn.SequenceModel(torchtcn.TCN(1, [4, 4], kernel_size=2), out_features=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        covered(torch.randn(1, 1, 7))  # exactly the receptive field: no warning
+
+
+def test_per_step_head_never_warns():
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), "per_step", 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.randn(1, 1, 100))
+
+
+def test_language_model_tied_and_untied(tmp_path):
+    lm = torchtcn.LanguageModel(torchtcn.TCN(16, [32, 16], kernel_size=3), vocab_size=50)
+    assert lm.decoder.weight is lm.embedding.weight
+    tokens = torch.randint(0, 50, (2, 12))
+    logits = lm(tokens)
+    assert logits.shape == (2, 50, 12)
+    torch.nn.functional.cross_entropy(logits, tokens).backward()
+    assert lm.embedding.weight.grad is not None
+    untied = torchtcn.LanguageModel(
+        torchtcn.GRU(16, 24), vocab_size=50, tie_weights=False, embed_dropout=0.1
+    )
+    assert untied.decoder.weight is not untied.embedding.weight
+    assert untied(tokens).shape == (2, 50, 12)
+    with pytest.raises(ValueError, match="tie_weights"):
+        torchtcn.LanguageModel(torchtcn.TCN(16, [32], kernel_size=3), vocab_size=50)
+    path = tmp_path / "lm.safetensors"
+    torchtcn.save(lm, path)
+    loaded = torchtcn.load(path)
+    assert loaded.decoder.weight is loaded.embedding.weight
+    lm.eval()
+    assert torch.equal(lm(tokens), loaded(tokens))
+
+
+def test_language_model_token_errors():
+    lm = torchtcn.LanguageModel(torchtcn.TCN(8, [8], kernel_size=2), vocab_size=10)
+    with pytest.raises(TypeError, match="int64"):
+        lm(torch.randn(2, 5))
+    with pytest.raises(ValueError, match=r"2-D \(N, T\)"):
+        lm(torch.randint(0, 10, (2, 5, 1)))
+
+
+def test_head_config_errors():
+    body = torchtcn.TCN(1, [4], kernel_size=2)
+    with pytest.raises(ValueError, match="head must be one of"):
+        torchtcn.SequenceModel(body, head="middle")
+    with pytest.raises(ValueError, match="out_features"):
+        torchtcn.SequenceModel(body, out_features=0)
+    with pytest.raises(TypeError, match="registered torchtcn model"):
+        torchtcn.SequenceModel(torch.nn.Conv1d(1, 4, 1))

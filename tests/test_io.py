@@ -1,0 +1,116 @@
+"""save/load: round trips, and clear errors for truncated, corrupted or foreign files."""
+
+import json
+import struct
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import torchtcn
+
+
+@pytest.fixture
+def saved(tmp_path):
+    model = torchtcn.SequenceModel(torchtcn.TCN(2, [6, 6], kernel_size=3), "per_step", 3)
+    path = tmp_path / "model.safetensors"
+    torchtcn.save(model, path)
+    return model.eval(), path
+
+
+def test_round_trip_identical_outputs(saved):
+    model, path = saved
+    loaded = torchtcn.load(path)
+    assert not loaded.training
+    x = torch.randn(2, 2, 20)
+    assert torch.equal(model(x), loaded(x))
+    assert loaded.config == model.config
+
+
+def test_save_leaves_no_temporary_files(saved):
+    _, path = saved
+    assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_truncated_file(saved, tmp_path):
+    _, path = saved
+    data = path.read_bytes()
+    for cut in (4, 20, len(data) // 2, len(data) - 3):
+        bad = tmp_path / f"cut{cut}.safetensors"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=f"cut{cut}.safetensors"):
+            torchtcn.load(bad)
+
+
+def test_oversized_header_length(tmp_path):
+    bad = tmp_path / "huge.safetensors"
+    bad.write_bytes(struct.pack("<Q", 2**60) + b"{}")
+    with pytest.raises(ValueError, match="header claims"):
+        torchtcn.load(bad)
+
+
+def test_corrupted_tensor_bytes_detected(saved, tmp_path):
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    header = json.loads(data[8 : 8 + n])
+    # Point the first tensor past the end of the buffer.
+    key = next(k for k in header if k != "__metadata__")
+    header[key]["data_offsets"] = [0, 10**9]
+    raw = json.dumps(header).encode()
+    bad = tmp_path / "offsets.safetensors"
+    bad.write_bytes(struct.pack("<Q", len(raw)) + raw + bytes(data[8 + n :]))
+    with pytest.raises(ValueError, match="offsets.safetensors"):
+        torchtcn.load(bad)
+
+
+def test_foreign_safetensors_file(tmp_path):
+    foreign = tmp_path / "foreign.safetensors"
+    save_file({"w": torch.zeros(2)}, str(foreign))
+    with pytest.raises(ValueError, match="not a torchtcn model"):
+        torchtcn.load(foreign)
+
+
+def test_not_a_safetensors_file(tmp_path):
+    text = tmp_path / "notes.safetensors"
+    text.write_text("hello, this is not a model at all")
+    with pytest.raises(ValueError, match="notes.safetensors"):
+        torchtcn.load(text)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nothing.safetensors"):
+        torchtcn.load(tmp_path / "nothing.safetensors")
+
+
+def test_config_with_unknown_key_or_wrong_type(saved, tmp_path):
+    model, _ = saved
+    spec = torchtcn.registry.model_spec(model)
+    for mutate, match in [
+        (lambda s: s["config"]["body"]["config"].update(kernel_sizes=3), "unknown TCNConfig key"),
+        (lambda s: s["config"]["body"]["config"].update(kernel_size="3"), "kernel_size must be an int"),
+        (lambda s: s.update(name="transformer"), "unknown model 'transformer'"),
+    ]:
+        bad_spec = json.loads(json.dumps(spec))
+        mutate(bad_spec)
+        bad = tmp_path / "badcfg.safetensors"
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()},
+            str(bad),
+            metadata={"torchtcn_format": "1", "torchtcn_model": json.dumps(bad_spec)},
+        )
+        with pytest.raises(ValueError, match=match):
+            torchtcn.load(bad)
+
+
+def test_weights_of_another_architecture(tmp_path):
+    small = torchtcn.TCN(2, [4], kernel_size=3)
+    bad = tmp_path / "mismatch.safetensors"
+    spec = torchtcn.registry.model_spec(torchtcn.TCN(2, [4, 4], kernel_size=3))
+    save_file(
+        {k: v.contiguous() for k, v in small.state_dict().items()},
+        str(bad),
+        metadata={"torchtcn_format": "1", "torchtcn_model": json.dumps(spec)},
+    )
+    with pytest.raises(ValueError, match="do not match the architecture"):
+        torchtcn.load(bad)

@@ -1,0 +1,76 @@
+"""Every registered sequence model passes the same tests (timm's test_models pattern)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchtcn
+
+SMALL = {
+    "tcn": dict(channels=[6, 5], kernel_size=3),
+    "lstm": dict(hidden_size=5),
+    "gru": dict(hidden_size=5),
+    "rnn": dict(hidden_size=5),
+}
+
+
+def build(name: str, layout: str = "NCL"):
+    extra = SMALL.get(name, {})
+    model = torchtcn.create_model(name, in_channels=3, layout=layout, **extra)
+    return model.double().eval()
+
+
+def test_every_registered_model_has_small_settings():
+    assert set(torchtcn.available_models()) <= set(SMALL), "add small settings for new models"
+    assert {"tcn", "lstm", "gru", "rnn"} <= set(torchtcn.available_models())
+
+
+@pytest.fixture(params=torchtcn.available_models())
+def name(request):
+    return request.param
+
+
+@pytest.mark.parametrize("layout", ["NCL", "NLC"])
+def test_shapes(name, layout):
+    model = build(name, layout)
+    x = torch.randn(2, 3, 11, dtype=torch.float64)
+    y = model(x if layout == "NCL" else x.transpose(1, 2))
+    if layout == "NLC":
+        y = y.transpose(1, 2)
+    assert y.shape == (2, model.out_channels, 11)
+
+
+def test_causal(name):
+    model = build(name)
+    x = torch.randn(2, 3, 30, dtype=torch.float64)
+    x2 = x.clone()
+    x2[:, :, 17:] += 5
+    assert torch.equal(model(x)[:, :, :17], model(x2)[:, :, :17])
+
+
+def test_config_and_save_load_round_trip(name, tmp_path):
+    model = build(name)
+    path = tmp_path / "m.safetensors"
+    torchtcn.save(model, path)
+    loaded = torchtcn.load(path).double()
+    assert type(loaded) is type(model) and loaded.config == model.config
+    x = torch.randn(2, 3, 9, dtype=torch.float64)
+    assert torch.equal(model(x), loaded(x))
+    rebuilt = type(model).from_config(model.config)
+    assert rebuilt.config == model.config
+
+
+def test_gradients_reach_every_parameter(name):
+    model = build(name).train()
+    model(torch.randn(2, 3, 9, dtype=torch.float64)).sum().backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+
+
+def test_bad_input_rejected(name):
+    model = build(name)
+    with pytest.raises(ValueError, match="channels"):
+        model(torch.randn(2, 4, 9, dtype=torch.float64))
+    with pytest.raises(TypeError, match="floating"):
+        model(torch.ones(2, 3, 9, dtype=torch.int64))
