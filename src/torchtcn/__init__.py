@@ -9,6 +9,7 @@ Example:
 
 from . import receptive_field
 from .baselines import GRU, LSTM, RNN, RecurrentConfig, RecurrentState
+from .diagnostics import check_causality, measure_receptive_field
 from .heads import (
     LanguageModel,
     LastStepHead,
@@ -44,6 +45,8 @@ __all__ = [
     "receptive_field",
     "blocks_for_history",
     "plan_dilations",
+    "measure_receptive_field",
+    "check_causality",
     "available_models",
     "create_model",
     "register_model",

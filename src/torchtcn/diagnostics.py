@@ -1,0 +1,103 @@
+"""Empirical checks of a model's promises: which inputs an output really depends on.
+
+``measure_receptive_field`` and ``check_causality`` treat the model as a black box (any module
+mapping (N, C, T) to (N, C', T)), so they also catch leaks that analytic formulas cannot see,
+such as batch norm in training mode mixing statistics across time.
+
+Example:
+    >>> import torchtcn
+    >>> model = torchtcn.TCN(1, [8] * 3, kernel_size=3, activation="tanh")
+    >>> measure_receptive_field(model)
+    (29, 0)
+    >>> check_causality(model)
+    True
+"""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+
+
+def _prepare(model: nn.Module, train: bool) -> nn.Module:
+    # Work on a float64 copy so the caller's model (mode, dtype, device) is left untouched.
+    probe = copy.deepcopy(model).double().cpu()
+    return probe.train(train)
+
+
+def _to_model_layout(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    return x.transpose(1, 2) if getattr(model, "layout", "NCL") == "NLC" else x
+
+
+def _from_model_layout(y: torch.Tensor, model: nn.Module) -> torch.Tensor:
+    return y.transpose(1, 2) if getattr(model, "layout", "NCL") == "NLC" else y
+
+
+def dependence(model: nn.Module, length: int, t: int, trials: int = 3, train: bool = False):
+    """Bool mask (length,): which input steps output step ``t`` depends on.
+
+    Computed from the gradient of output t with respect to every input, over ``trials`` random
+    inputs (a path through a dead ReLU on one input is usually alive on another).
+    """
+    probe = _prepare(model, train)
+    in_channels = model.in_channels
+    mask = torch.zeros(length, dtype=torch.bool)
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(trials):
+        x = torch.randn(2, in_channels, length, generator=gen, dtype=torch.float64)
+        x.requires_grad_(True)
+        y = _from_model_layout(probe(_to_model_layout(x, model)), model)
+        (grad,) = torch.autograd.grad(y[:, :, t].sum(), x)
+        mask |= grad.abs().sum(dim=(0, 1)) > 0
+    return mask
+
+
+def measure_receptive_field(model: nn.Module, length: int | None = None) -> tuple[int, int]:
+    """Measured ``(receptive_field, lookahead)`` of ``model`` at an output in the middle.
+
+    ``length`` defaults to three times the analytic receptive field (so the window is never
+    clipped by the sequence ends). Compare with ``model.receptive_field`` / ``model.lookahead``.
+    """
+    analytic = getattr(model, "receptive_field", None)
+    if length is None:
+        if analytic is None:
+            raise ValueError("give a length: this model has no finite receptive field")
+        length = 3 * analytic + 2
+    t = length // 2
+    mask = dependence(model, length, t)
+    steps = mask.nonzero().flatten()
+    if steps.numel() == 0:
+        return 0, 0
+    first, last = int(steps.min()), int(steps.max())
+    return last - first + 1, last - t
+
+
+def check_causality(
+    model: nn.Module, length: int = 64, train: bool = False, raise_on_leak: bool = False
+) -> bool:
+    """True when no output depends on a later input (perturbation test in float64).
+
+    ``train=True`` checks the model in training mode (dropout disabled by a fixed seed per
+    pass), which reveals leaks such as batch norm's statistics over time.
+    """
+    probe = _prepare(model, train)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(4, model.in_channels, length, generator=gen, dtype=torch.float64)
+    for t0 in (1, length // 2, length - 1):
+        x2 = x.clone()
+        x2[:, :, t0:] += torch.randn(x2[:, :, t0:].shape, generator=gen, dtype=torch.float64)
+        outs = []
+        for inp in (x, x2):
+            torch.manual_seed(1234)  # identical dropout masks in both passes
+            y = _from_model_layout(probe(_to_model_layout(inp, model)), model)
+            outs.append(y[:, :, :t0])
+        if not torch.equal(outs[0], outs[1]):
+            if raise_on_leak:
+                raise ValueError(
+                    f"model is not causal: outputs before step {t0} changed when inputs from "
+                    f"step {t0} on changed (train={train})"
+                )
+            return False
+    return True
