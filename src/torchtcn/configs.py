@@ -48,6 +48,10 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is Any:
         return value
     if origin in (Union, types.UnionType):
+        options = [o for o in typing.get_args(tp) if o is not type(None)]
+        if value is not None and len(options) == 1:
+            # Optional[X] given a value: X's own error names the bad element (``x[1]``).
+            return _coerce(name, value, options[0])
         errors = []
         for option in typing.get_args(tp):
             try:
@@ -72,6 +76,8 @@ def _coerce(name: str, value: Any, tp: Any) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number, got {type(value).__name__} {value!r}")
+        if value != value:  # NaN (Python's json reads the non-standard token) passes range checks
+            raise ValueError(f"{name} must be a number, got NaN")
         return float(value)
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):

@@ -81,7 +81,8 @@ def _read_header(path: Path) -> dict:
         raw = f.read(n)
     try:
         header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+        # RecursionError: a crafted header of deeply nested brackets.
         raise ValueError(f"{path} is not a safetensors file: its header is not JSON ({e})") from None
     if not isinstance(header, dict):
         raise ValueError(f"{path} is not a safetensors file: its header is not a JSON object")
@@ -103,6 +104,51 @@ def read_metadata(path) -> dict[str, str]:
     return meta
 
 
+def _build(path: Path, spec, device: str) -> torch.nn.Module:
+    try:
+        with torch.device(device):
+            return model_from_spec(spec)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as e:
+        # RuntimeError/OverflowError: sizes torch cannot represent (e.g. 10**30 channels).
+        raise ValueError(f"{path}: invalid model config: {e}") from None
+
+
+def _check_tensor_table(path: Path, skeleton: torch.nn.Module, header: dict) -> None:
+    """Every tensor in the file must exist in ``skeleton`` with the same shape, and every
+    parameter of ``skeleton`` must be in the file (under one of its names when tied)."""
+    expected = skeleton.state_dict(keep_vars=True)
+    stored = {}
+    for key, entry in header.items():
+        if key == "__metadata__":
+            continue
+        shape = entry.get("shape") if isinstance(entry, dict) else None
+        if not isinstance(shape, list) or not all(
+            isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in shape
+        ):
+            raise ValueError(f"{path}: tensor {key!r} has no valid shape in the header: {entry!r:.200}")
+        stored[key] = tuple(shape)
+    unexpected = sorted(set(stored) - set(expected))
+    wrong = [
+        f"{k}: file {list(stored[k])} vs model {list(expected[k].shape)}"
+        for k in sorted(stored)
+        if k in expected and stored[k] != tuple(expected[k].shape)
+    ]
+    # Tied parameters are one object under several names; safetensors stores one of them.
+    names_of: dict[int, list[str]] = {}
+    for k, t in expected.items():
+        names_of.setdefault(id(t), []).append(k)
+    missing = sorted(ns[0] for ns in names_of.values() if not any(n in stored for n in ns))
+    if unexpected or wrong or missing:
+
+        def first(names: list) -> str:  # a crafted file can list thousands of names
+            return f"{names[:5]}" + (f" (+{len(names) - 5} more)" if len(names) > 5 else "")
+
+        raise ValueError(
+            f"{path}: weights do not match the architecture its config describes: "
+            f"missing {first(missing)}, unexpected {first(unexpected)}, wrong shapes {first(wrong)}"
+        )
+
+
 def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     """Rebuild the model saved at ``path`` and load its weights (in eval mode).
 
@@ -112,19 +158,27 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
             tensors do not match the architecture it describes; the message names the file.
     """
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, expected a .safetensors model file")
+    header = _read_header(path)
     meta = read_metadata(path)
     try:
         spec = json.loads(meta[MODEL_KEY])
-    except (KeyError, json.JSONDecodeError) as e:
+    except (KeyError, TypeError, json.JSONDecodeError, RecursionError) as e:
         raise ValueError(f"{path}: the model description is missing or not JSON ({e})") from None
     try:
-        model = model_from_spec(spec)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{path}: invalid model config: {e}") from None
-    try:
-        # Validate the tensor table (offsets, dtypes) through safetensors' own parser first.
+        # Validate the tensor table (offsets, dtypes, sizes within the file) through
+        # safetensors' own parser before anything is built.
         with safe_open(str(path), framework="pt") as f:
             f.keys()
+    except Exception as e:  # safetensors raises its own error types for corrupt files
+        raise ValueError(f"{path}: corrupted weights: {e}") from None
+    # Build the architecture on the meta device first (no memory) and check it against the
+    # tensor table: a small crafted file describing a huge model is rejected before anything
+    # is allocated, since the table is bounded by the file's size.
+    _check_tensor_table(path, _build(path, spec, "meta"), header)
+    model = _build(path, spec, "cpu")
+    try:
         missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
     except Exception as e:  # safetensors raises its own error types for corrupt files
         raise ValueError(f"{path}: corrupted weights: {e}") from None
