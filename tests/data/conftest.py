@@ -15,7 +15,8 @@ def no_network(monkeypatch):
     """Every test runs offline: any attempt to open a network connection fails loudly."""
 
     def refuse(*args, **kwargs):
-        raise RuntimeError("network access attempted in a test")
+        # An OSError, like a real offline machine, so download code reports it per mirror.
+        raise ConnectionRefusedError("network access attempted in a test")
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket.socket, "connect_ex", refuse)
