@@ -22,8 +22,9 @@ Example::
 
     >>> from torchtcn.data import load_lambada, collate_passages
     >>> data = load_lambada("data/lambada")  # doctest: +SKIP
-    >>> inputs, targets, lengths = collate_passages(data.test[:8], pad_id=data.pad_id)
-    >>> # logits = model(inputs)[:, :, -1]  ->  cross_entropy(logits, targets)
+    >>> inputs, targets, lengths = collate_passages(data.test[:8], pad_id=data.pad_id)  # doctest: +SKIP
+    >>> logits = model(inputs)[:, :, -1]  # doctest: +SKIP
+    >>> loss = torch.nn.functional.cross_entropy(logits, targets)  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ Example::
 
     >>> from torchtcn.data import sequential_mnist, permutation
     >>> x, y = sequential_mnist(split="test", permutation=permutation(0))  # doctest: +SKIP
-    >>> x.shape, x.dtype, y.shape
+    >>> x.shape, x.dtype, y.shape  # doctest: +SKIP
     (torch.Size([10000, 1, 784]), torch.float32, torch.Size([10000]))
 """
 
@@ -91,7 +91,7 @@ def read_idx(path: PathLike, *, return_md5: bool = False):
     Example::
 
         >>> labels = read_idx("mnist/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-        >>> labels.shape, labels.dtype
+        >>> labels.shape, labels.dtype  # doctest: +SKIP
         (torch.Size([10000]), torch.uint8)
     """
     path = Path(path)
@@ -178,7 +178,7 @@ def load_mnist(
     Example::
 
         >>> images, labels = load_mnist(split="test")  # doctest: +SKIP
-        >>> images.shape, labels[:3]
+        >>> images.shape, labels[:3]  # doctest: +SKIP
         (torch.Size([10000, 28, 28]), tensor([7, 2, 1]))
     """
     if split not in _FILES:
@@ -260,7 +260,7 @@ def sequential_mnist(
     Example::
 
         >>> x, y = sequential_mnist(split="test")  # doctest: +SKIP
-        >>> x.shape
+        >>> x.shape  # doctest: +SKIP
         torch.Size([10000, 1, 784])
     """
     images, labels = load_mnist(data_dir, split, verify=verify, download=download)

@@ -13,7 +13,7 @@ Example::
 
     >>> from torchtcn.data import load_piano_rolls
     >>> rolls = load_piano_rolls("JSB_Chorales")  # doctest: +SKIP
-    >>> len(rolls["train"]), rolls["train"][0].shape
+    >>> len(rolls["train"]), rolls["train"][0].shape  # doctest: +SKIP
     (229, torch.Size([129, 88]))
 """
 
@@ -152,7 +152,7 @@ def load_piano_rolls(
     Example::
 
         >>> rolls = load_piano_rolls("Nottingham")  # doctest: +SKIP
-        >>> [len(rolls[s]) for s in ("train", "valid", "test")]
+        >>> [len(rolls[s]) for s in ("train", "valid", "test")]  # doctest: +SKIP
         [694, 173, 170]
     """
     path, stem = _resolve(path_or_name, data_dir, download)

@@ -26,11 +26,11 @@ Example::
 
     >>> from torchtcn.data import load_ptb, batchify, history_windows
     >>> corpus = load_ptb(level="char")  # doctest: +SKIP
-    >>> len(corpus.dictionary), corpus.train.numel()
+    >>> len(corpus.dictionary), corpus.train.numel()  # doctest: +SKIP
     (50, 5059550)
-    >>> streams = batchify(corpus.train, 32)            # (32, 158110)
-    >>> for inp, target, n_scored in history_windows(streams, 400, 320):
-    ...     pass  # loss on output[:, -n_scored:] vs target[:, -n_scored:]
+    >>> streams = batchify(corpus.train, 32)  # (32, 158110)  # doctest: +SKIP
+    >>> for inp, target, n_scored in history_windows(streams, 400, 320):  # doctest: +SKIP
+    ...     pass  # score output[:, :, -n_scored:] against target[:, -n_scored:]
 """
 
 from __future__ import annotations
