@@ -120,6 +120,49 @@ class SequenceModel(nn.Module):
             self._check_coverage(h.shape[2])
         return self.head(h)
 
+    # -- streaming: the body's state, the head applied to each new frame -----------------
+    @property
+    def stream_delay(self) -> int:
+        """Frames by which :meth:`step` outputs lag its inputs (the body's; 0 when causal)."""
+        return getattr(self.body, "stream_delay", 0)
+
+    def init_state(self, batch_size: int):
+        """The body's streaming state for ``batch_size`` streams (see ``TCN.init_state``)."""
+        return self.body.init_state(batch_size)
+
+    def step(self, x: torch.Tensor, state):
+        """Consume a chunk (N, C_in, t): returns ``(y, state)``, ``y`` (N, out_features, t).
+
+        A per-step head gives exactly the frames ``forward`` gives for the whole sequence. A
+        last-step head gives, at every frame, the prediction for the sequence ending there
+        (so the last frame equals ``forward`` of everything streamed so far).
+
+        Example:
+            >>> import torchtcn
+            >>> m = SequenceModel(torchtcn.TCN(1, [8, 8]), "per_step", 2).eval()
+            >>> y, state = m.step(torch.randn(3, 1, 4), m.init_state(3))
+            >>> y.shape
+            torch.Size([3, 2, 4])
+        """
+        h, state = self.body.step(x, state)
+        return self._head_frames(h), state
+
+    def flush(self, state):
+        """End the streams: ``(y, state)`` with the last ``stream_delay`` frames (see
+        ``TCN.flush``); empty for causal bodies."""
+        if hasattr(self.body, "flush"):
+            h, state = self.body.flush(state)
+            return self._head_frames(h), state
+        n = state.batch_size
+        return torch.zeros(n, self.config.out_features, 0, dtype=state.h.dtype), state
+
+    def _head_frames(self, h: torch.Tensor) -> torch.Tensor:
+        if self.body.layout == "NLC":
+            h = h.transpose(1, 2)
+        if self.head.reads_last_step:
+            return self.head.linear(h.transpose(1, 2)).transpose(1, 2)
+        return self.head(h)
+
     def _check_coverage(self, length: int) -> None:
         rf = self.body.receptive_field
         if rf is not None and length > rf:
@@ -224,3 +267,37 @@ class LanguageModel(nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.decode(self.body(self.embed(tokens)))
+
+    # -- streaming -----------------------------------------------------------------------
+    @property
+    def stream_delay(self) -> int:
+        """Frames by which :meth:`step` logits lag the tokens (the body's; 0 when causal)."""
+        return getattr(self.body, "stream_delay", 0)
+
+    def init_state(self, batch_size: int):
+        """The body's streaming state for ``batch_size`` token streams."""
+        return self.body.init_state(batch_size)
+
+    def step(self, tokens: torch.Tensor, state):
+        """Consume a token chunk (N, t): returns ``(logits, state)``, logits (N, vocab, t),
+        equal to ``forward`` of the whole token sequence frame for frame.
+
+        Example:
+            >>> import torchtcn
+            >>> lm = LanguageModel(torchtcn.TCN(8, [8, 8]), vocab_size=20).eval()
+            >>> logits, state = lm.step(torch.tensor([[3, 4, 5]]), lm.init_state(1))
+            >>> logits.shape
+            torch.Size([1, 20, 3])
+        """
+        if self.training and self.config.embed_dropout > 0:
+            raise RuntimeError(
+                f"streaming needs dropout off, but the model is in training mode with "
+                f"embed_dropout={self.config.embed_dropout}: call model.eval() first"
+            )
+        h, state = self.body.step(self.embed(tokens), state)
+        return self.decode(h), state
+
+    def flush(self, state):
+        """End the streams: ``(logits, state)`` for the last ``stream_delay`` frames."""
+        h, state = self.body.flush(state)
+        return self.decode(h), state

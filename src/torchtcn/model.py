@@ -255,6 +255,11 @@ class TCN(nn.Module):
         """Future input steps one output step sees (0 when causal)."""
         return self._config.lookahead
 
+    @property
+    def stream_delay(self) -> int:
+        """Frames by which :meth:`step` outputs lag its inputs (``lookahead``; 0 when causal)."""
+        return self._config.lookahead
+
     # -- computation ----------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         check_sequence_input(x, self.in_channels, self.layout, "TCN input")
@@ -273,6 +278,37 @@ class TCN(nn.Module):
         if skip_sum is not None:
             x = self.skip_activation(skip_sum)
         return x.transpose(1, 2) if self.layout == "NLC" else x
+
+    # -- streaming (exact incremental inference; the work is in streaming.py) -------------
+    def init_state(self, batch_size: int):
+        """A fresh caller-owned :class:`~torchtcn.streaming.TCNState` for ``batch_size``
+        streams, on the model's dtype and device. Folds the current weights once."""
+        from . import streaming
+
+        return streaming.init_state(self, batch_size)
+
+    def step(self, x: torch.Tensor, state):
+        """Consume a chunk (N, C_in, t) (or NLC), any t >= 1: returns ``(y, state)`` with ``y``
+        (N, C_out, t); consecutive chunks' outputs concatenate to ``forward`` of the whole
+        sequence (``stream_delay`` frames late for non-causal models). See
+        :func:`torchtcn.streaming.step`.
+
+        Example:
+            >>> model = TCN(1, [8, 8], kernel_size=3).eval()
+            >>> state = model.init_state(batch_size=2)
+            >>> y, state = model.step(torch.randn(2, 1, 5), state)
+            >>> y.shape
+            torch.Size([2, 8, 5])
+        """
+        from . import streaming
+
+        return streaming.step(self, x, state)
+
+    def flush(self, state):
+        """End the streams: ``(y, state)`` with the last ``stream_delay`` output frames."""
+        from . import streaming
+
+        return streaming.flush(self, state)
 
     def extra_repr(self) -> str:
         c = self._config
