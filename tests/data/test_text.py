@@ -283,3 +283,28 @@ def test_real_ptb_char_counts(real_data_dir):
     assert elapsed < 10, f"char PTB took {elapsed:.1f}s: encoding must be vectorised"
     streams = batchify(c.train, 32)
     assert sum(w.n_scored for w in history_windows(streams, 400, 320)) == streams.shape[1] - 1
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.text(alphabet="ab c\n\t\r", max_size=80))
+def test_chunked_word_encoding_matches_tokenize(text):
+    import torchtcn.data.text as T
+
+    old = T._LINES_PER_CHUNK
+    T._LINES_PER_CHUNK = 2  # many chunks
+    try:
+        if not tokenize_words(text):
+            return
+        c = Corpus.from_texts(text, "", "")
+    finally:
+        T._LINES_PER_CHUNK = old
+    assert [c.dictionary[i] for i in c.train.tolist()] == tokenize_words(text)
+    assert c.dictionary.symbols == list(dict.fromkeys(tokenize_words(text)))
+
+
+def test_oov_position_across_chunks(monkeypatch):
+    import torchtcn.data.text as T
+
+    monkeypatch.setattr(T, "_LINES_PER_CHUNK", 1)
+    with pytest.raises(ValueError, match=r"'zebra' \(position 4\)"):
+        Corpus.from_texts("a b\n", "a b\na zebra\n", "a\n")

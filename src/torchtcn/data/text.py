@@ -35,6 +35,7 @@ Example::
 
 from __future__ import annotations
 
+import io
 import itertools
 import logging
 import os
@@ -219,6 +220,44 @@ def tokenize_words(text: str, add_eos: bool = True) -> list[str]:
     return tokens
 
 
+_LINES_PER_CHUNK = 1 << 16
+
+
+def _encode_words(
+    text: str, dictionary: Dictionary, *, grow: bool, add_eos: bool
+) -> tuple[np.ndarray, tuple[str, int] | None]:
+    """Word ids of ``text`` (same tokens as :func:`tokenize_words`), ``-1`` for unknown words.
+
+    Works through the text in chunks of lines so that no list of all tokens (100M Python
+    strings for Wikitext-103) is ever held. With ``grow`` new words are added to
+    ``dictionary`` in order of first appearance.
+
+    Returns:
+        The ids and the first unknown word with its position (or ``None``).
+    """
+    parts: list[np.ndarray] = []
+    first_unknown = None
+    offset = 0
+    lines = io.StringIO(text)  # newline="\n": splits on "\n" only, like tokenize_words
+    while chunk := list(itertools.islice(lines, _LINES_PER_CHUNK)):
+        tokens: list[str] = []
+        for line in chunk:
+            tokens.extend(line.split())
+            if add_eos:
+                tokens.append(EOS)
+        if grow:
+            for tok in dict.fromkeys(tokens):  # first-appearance order, C speed
+                if tok not in dictionary:
+                    dictionary.add(tok)
+        ids = dictionary.lookup_tokens(tokens)
+        if first_unknown is None and (ids < 0).any():
+            pos = int(np.flatnonzero(ids < 0)[0])
+            first_unknown = (tokens[pos], offset + pos)
+        parts.append(ids)
+        offset += len(tokens)
+    return (np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)), first_unknown
+
+
 _LEADING_SPACE = re.compile(r"^ ", flags=re.MULTILINE)
 
 
@@ -310,32 +349,38 @@ class Corpus:
             oov = "error" if level == "word" else "unk"
         if oov not in ("error", "unk"):
             raise ValueError(f"oov must be 'error' or 'unk', found {oov!r}")
+        kind = "token" if level == "word" else "character"
         if level == "word":
-            toks = [tokenize_words(t, add_eos) for t in (train, valid, test)]
-            if not toks[0]:
+            dictionary = Dictionary()
+            unk_sym = UNK
+            encoded = [_encode_words(t, dictionary, grow=(i == 0), add_eos=add_eos)
+                       for i, t in enumerate((train, valid, test))]
+            ids = [e[0] for e in encoded]
+            first_unknown = [e[1] for e in encoded]
+            if ids[0].size == 0:
                 raise ValueError(f"{names[0]}: the training text is empty")
-            # dict.fromkeys keeps first-appearance order at C speed.
-            dictionary = Dictionary(dict.fromkeys(toks[0]))
-            unk_sym, lookup = UNK, dictionary.lookup_tokens
         else:
             if strip_leading_space:
                 train, valid, test = (remove_leading_space(t) for t in (train, valid, test))
-            toks = [train, valid, test]
             if not train:
                 raise ValueError(f"{names[0]}: the training text is empty")
             alphabet = np.unique(_codepoints(train))
             dictionary = Dictionary(chr(int(c)) for c in alphabet)
-            unk_sym, lookup = UNK_CHAR, dictionary.lookup_chars
-        ids = [lookup(t) for t in toks]
-        kind = "token" if level == "word" else "character"
+            unk_sym = UNK_CHAR
+            ids = [dictionary.lookup_chars(t) for t in (train, valid, test)]
+            first_unknown = [None] * 3
+            for i, t in ((1, valid), (2, test)):
+                bad = np.flatnonzero(ids[i] < 0)
+                if bad.size:
+                    first_unknown[i] = (t[int(bad[0])], int(bad[0]))
         for i in (1, 2):
             bad = ids[i] < 0
             if not bad.any():
                 continue
             if oov == "error":
-                pos = int(np.flatnonzero(bad)[0])
+                sym, pos = first_unknown[i]
                 raise ValueError(
-                    f"{names[i]}: {kind} {toks[i][pos]!r} (position {pos}) is not in the vocabulary "
+                    f"{names[i]}: {kind} {sym!r} (position {pos}) is not in the vocabulary "
                     f"built from {names[0]}; {int(bad.sum())} such {kind}s. Pass oov='unk' to map them "
                     f"to {unk_sym!r}."
                 )
