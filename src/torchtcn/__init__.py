@@ -22,6 +22,9 @@ from .model import TCN, TCNConfig
 from .receptive_field import blocks_for_history, plan_dilations
 from .registry import available_models, create_model, register_model
 from .summary import count_parameters, summary
+from .streaming import TCNState
+from .generate import generate
+from .export import export_onnx, export_step_onnx, export_step_torchscript
 
 __version__ = "0.1.0"
 
@@ -50,4 +53,9 @@ __all__ = [
     "available_models",
     "create_model",
     "register_model",
+    "TCNState",
+    "generate",
+    "export_onnx",
+    "export_step_onnx",
+    "export_step_torchscript",
 ]

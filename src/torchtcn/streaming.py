@@ -84,7 +84,7 @@ class _Conv:
     bias: torch.Tensor  # (C_out,)
     dilation: int
     line: _Line
-    layer_norm: tuple | None  # (weight, bias, eps) of a per-frame layer norm over channels
+    layer_norm: tuple | None  # (weight, bias, eps, (C,)): per-frame layer norm over channels
     act: object  # callable on (..., C, N) tensors, channel dim -2; None = identity
     gate: str | None  # "glu" | "wavenet" | None (then ``act`` applies)
     # fast path only: the current-frame tap (C_out, C_in)
@@ -194,7 +194,7 @@ def _fold_conv(unit, line: _Line) -> _Conv:
         ln = norm.norm
         lw = ln.weight.detach().clone() if ln.weight is not None else None
         lb = ln.bias.detach().clone() if ln.bias is not None else None
-        layer_norm = (lw, lb, ln.eps)
+        layer_norm = (lw, lb, ln.eps, tuple(ln.normalized_shape))
     else:
         raise TypeError(f"cannot stream a norm of type {type(norm).__name__}")
     gate = unit.activation.kind if isinstance(unit.activation, Gate) else None
@@ -510,8 +510,8 @@ def _ring_window(buf, line: _Line, s0: int, h: torch.Tensor) -> torch.Tensor:
 def _channel_ops(conv: _Conv, z: torch.Tensor) -> torch.Tensor:
     """Layer norm and activation (or gate) of a conv output, channel dim -2."""
     if conv.layer_norm is not None:
-        w, b, eps = conv.layer_norm
-        z = F.layer_norm(z.transpose(-1, -2), (z.shape[-2],), w, b, eps).transpose(-1, -2)
+        w, b, eps, shape = conv.layer_norm
+        z = F.layer_norm(z.transpose(-1, -2), shape, w, b, eps).transpose(-1, -2)
     if conv.gate == "glu":
         return F.glu(z, dim=-2)
     if conv.gate == "wavenet":

@@ -1,0 +1,135 @@
+"""Autoregressive generation with the streaming state: constant cost per new sample.
+
+The prompt is consumed in one chunk, then every new sample is one single-frame ``step``: the
+network never re-reads its history (the state holds it), so generating ``steps`` samples costs
+``steps`` single-frame steps however long the context grows.
+
+Example:
+    >>> import torch, torchtcn
+    >>> lm = torchtcn.LanguageModel(torchtcn.TCN(16, [16, 16], kernel_size=3), 50).eval()
+    >>> out = torchtcn.generate(lm, torch.tensor([[1, 2, 3]]), steps=5)
+    >>> out.shape
+    torch.Size([1, 8])
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .heads import LanguageModel
+
+SAMPLERS = ("greedy", "multinomial")
+
+
+def _check_causal(model) -> None:
+    delay = getattr(model, "stream_delay", 0)
+    if delay:
+        raise ValueError(
+            f"generation feeds each output back as the next input, so it needs a causal model "
+            f"(stream_delay 0), got stream_delay={delay}"
+        )
+
+
+def _pick_token(logits, sample, temperature: float, generator) -> torch.Tensor:
+    """(N, vocab) logits -> (N,) next tokens."""
+    if callable(sample):
+        return sample(logits)
+    if sample == "greedy":
+        return logits.argmax(dim=1)
+    probs = torch.softmax(logits.float() / temperature, dim=1)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]
+
+
+@torch.no_grad()
+def generate(
+    model,
+    prompt: torch.Tensor,
+    steps: int,
+    sample: str | Callable = "greedy",
+    temperature: float = 1.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Extend ``prompt`` by ``steps`` samples, feeding each output back as the next input.
+
+    Args:
+        model: a causal model with ``init_state``/``step`` in eval mode: a
+            :class:`~torchtcn.LanguageModel` (tokens), or a regressor whose output at a frame
+            predicts the next input frame (a :class:`~torchtcn.TCN`, or a
+            :class:`~torchtcn.SequenceModel` with a per-step head, with as many outputs as
+            inputs).
+        prompt: tokens (N, T0) for a language model; frames (N, C, T0) (or (N, T0, C) for
+            ``layout="NLC"``) for a regressor. T0 >= 1.
+        steps: number of new samples (>= 0).
+        sample: language models: ``"greedy"`` (argmax), ``"multinomial"`` (softmax of
+            ``logits / temperature``), or a callable (N, vocab) logits -> (N,) tokens.
+            Regressors: ``"greedy"`` feeds the output back unchanged; a callable maps the
+            (N, C) output to the (N, C) next input (e.g. to add noise).
+        temperature: > 0, for ``"multinomial"``.
+        generator: the ``torch.Generator`` multinomial sampling draws from (reproducible runs).
+
+    Returns:
+        The prompt followed by the samples: (N, T0 + steps) tokens, or (N, C, T0 + steps)
+        frames (NLC: (N, T0 + steps, C)).
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    if not (callable(sample) or sample in SAMPLERS):
+        raise ValueError(f"sample must be one of {list(SAMPLERS)} or a callable, got {sample!r}")
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if not isinstance(prompt, torch.Tensor):
+        raise TypeError(f"prompt must be a torch.Tensor, got {type(prompt).__name__}")
+    _check_causal(model)
+    if isinstance(model, LanguageModel):
+        return _generate_tokens(model, prompt, steps, sample, temperature, generator)
+    if sample == "multinomial":
+        raise ValueError("sample='multinomial' needs a language model; regressors take "
+                         "'greedy' or a callable")
+    return _generate_frames(model, prompt, steps, sample)
+
+
+def _generate_tokens(model, prompt, steps, sample, temperature, generator) -> torch.Tensor:
+    if prompt.dim() != 2 or prompt.shape[1] < 1:
+        raise ValueError(f"a language model's prompt must be (N, T0) tokens with T0 >= 1, "
+                         f"got shape {tuple(prompt.shape)}")
+    n, t0 = prompt.shape
+    out = torch.empty(n, t0 + steps, dtype=torch.long, device=prompt.device)
+    out[:, :t0] = prompt
+    state = model.init_state(n)
+    logits, state = model.step(prompt, state)
+    for i in range(steps):
+        token = _pick_token(logits[:, :, -1], sample, temperature, generator)
+        out[:, t0 + i] = token
+        if i + 1 < steps:
+            logits, state = model.step(out[:, t0 + i : t0 + i + 1], state)
+    return out
+
+
+def _generate_frames(model, prompt, steps, sample) -> torch.Tensor:
+    layout = getattr(getattr(model, "body", model), "layout", "NCL")
+    in_channels = getattr(model, "in_channels", None) or model.body.in_channels
+    if prompt.dim() != 3:
+        raise ValueError(f"a regressor's prompt must be 3-D frames, got shape {tuple(prompt.shape)}")
+    x = prompt if layout == "NCL" else prompt.transpose(1, 2)  # (N, C, T0)
+    n, c, t0 = x.shape
+    out = x.new_empty(n, c, t0 + steps)
+    out[:, :, :t0] = x
+    # A bare TCN answers in its own layout; heads always answer (N, out_features, t).
+    outputs_nlc = layout == "NLC" and not hasattr(model, "head")
+    state = model.init_state(n)
+    y, state = model.step(prompt, state)
+    for i in range(steps):
+        y_last = y[:, -1, :] if outputs_nlc else y[:, :, -1]
+        nxt = sample(y_last) if callable(sample) else y_last
+        if nxt.shape != (n, in_channels):
+            raise ValueError(
+                f"generating frames feeds each output back as input, so it needs outputs of "
+                f"shape (N, in_channels) = {(n, in_channels)} per frame, found {tuple(nxt.shape)}"
+            )
+        out[:, :, t0 + i] = nxt
+        if i + 1 < steps:
+            frame = out[:, :, t0 + i : t0 + i + 1]
+            y, state = model.step(frame if layout == "NCL" else frame.transpose(1, 2), state)
+    return out if layout == "NCL" else out.transpose(1, 2)
