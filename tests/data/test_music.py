@@ -129,6 +129,9 @@ def test_named_set_is_checksummed(tmp_path, good_mat):
     assert len(out["train"]) == 4
     with pytest.raises(FileNotFoundError, match="Nottingham"):
         load_piano_rolls("Nott", tmp_path)
+    # By path, a file with a known name is checked too.
+    with pytest.raises(ValueError, match="checksum mismatch"):
+        load_piano_rolls(tmp_path / "music" / "JSB_Chorales.mat")
 
 
 @pytest.mark.parametrize("name, counts, max_len", [
@@ -137,6 +140,8 @@ def test_named_set_is_checksummed(tmp_path, good_mat):
 ])
 def test_real_sets(real_music_dir, name, counts, max_len):
     out = load_piano_rolls(name, real_music_dir)
+    by_path = load_piano_rolls(real_music_dir / "music" / f"{name}.mat")
+    assert all(torch.equal(a, b) for s in out for a, b in zip(out[s], by_path[s]))
     assert tuple(len(out[s]) for s in ("train", "valid", "test")) == counts
     lens = [t.shape[0] for s in out.values() for t in s]
     assert all(t.shape[1] == 88 and t.dtype == torch.float32 for s in out.values() for t in s)

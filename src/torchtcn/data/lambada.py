@@ -30,7 +30,6 @@ Example::
 from __future__ import annotations
 
 import logging
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,7 +61,7 @@ class LambadaPassage(NamedTuple):
     target: int  #: id of the last word
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class LambadaData:
     """LAMBADA ready for a language model.
 

@@ -137,7 +137,8 @@ def load_piano_rolls(
             ``"MuseData"``, ``"Piano_midi"``) found under ``data_dir/music/``, or the path
             of any ``.mat`` file with ``traindata``/``validdata``/``testdata``.
         data_dir: where named sets are looked up.
-        verify: check the known MD5 (and, for JSB/Nottingham, the piece counts).
+        verify: check the known MD5 of a file named like a known set (by name or by
+            path), and for JSB/Nottingham the piece counts.
         download: fetch a missing named set (needs internet).
 
     Returns:
@@ -156,8 +157,9 @@ def load_piano_rolls(
         [694, 173, 170]
     """
     path, stem = _resolve(path_or_name, data_dir, download)
-    if verify and stem is not None:
-        verify_known(path)
+    # A file given by path is still checked when its name is one we know a digest for.
+    if verify and verify_known(path):
+        stem = stem or path.stem
     mat = _loadmat(path)
     missing = [k for k in SPLIT_KEYS.values() if k not in mat]
     if missing:

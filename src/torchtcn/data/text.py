@@ -283,7 +283,7 @@ def read_text(path: PathLike) -> str:
 # --------------------------------------------------------------------------- corpus
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # holds tensors: compare fields explicitly
 class Corpus:
     """A tokenised corpus: one 1-D int64 id tensor per split and the shared dictionary.
 
