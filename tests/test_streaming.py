@@ -1,0 +1,356 @@
+"""Streaming inference (``torchtcn.streaming``): streamed outputs equal the full forward pass."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from torch import nn
+
+import torchtcn
+from torchtcn import TCN, LanguageModel, SequenceModel
+from torchtcn.streaming import TCNState
+
+
+def randomize_norm_stats(model: nn.Module) -> nn.Module:
+    """Non-trivial running statistics and affine terms, so folded norms are really tested."""
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+        if isinstance(m, nn.LayerNorm):
+            m.weight.data.uniform_(0.5, 1.5)
+            m.bias.data.uniform_(-0.3, 0.3)
+    return model
+
+
+def random_config(seed: int) -> dict:
+    rng = random.Random(seed)
+    blocks = rng.randint(1, 4)
+    k = rng.randint(1, 7)
+    cfg = dict(
+        in_channels=rng.randint(1, 4),
+        channels=[rng.randint(2, 6) for _ in range(blocks)],
+        kernel_size=k,
+        norm=rng.choice(["weight", "batch", "layer", None]),
+        causal=rng.random() < 0.6,
+        layout=rng.choice(["NCL", "NLC"]),
+        gate=rng.choice([None, None, "glu", "wavenet"]),
+        skip_connections=rng.random() < 0.4,
+        activation=rng.choice(["relu", "tanh", "gelu", "elu", "leaky_relu", "identity"]),
+        residual_activation=rng.random() < 0.7,
+        dropout=rng.choice([0.0, 0.2]),  # eval mode: must not matter
+        init_std=None,
+    )
+    if rng.random() < 0.5:
+        cfg["dilations"] = [rng.randint(1, 5) for _ in range(blocks)]
+    return cfg
+
+
+def make(seed: int = 0, dtype=torch.float64, **cfg) -> TCN:
+    torch.manual_seed(seed)
+    return randomize_norm_stats(TCN(**cfg)).to(dtype).eval()
+
+
+def time_dim(layout: str) -> int:
+    return 2 if layout == "NCL" else 1
+
+
+def inputs(model, n: int, t: int, seed: int = 0, dtype=torch.float64) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, model.in_channels, t, generator=g, dtype=dtype)
+    return x if model.layout == "NCL" else x.transpose(1, 2).contiguous()
+
+
+def chunk_sizes(kind: str, t: int, seed: int = 0) -> list[int]:
+    if kind == "one":
+        return [1] * t
+    if kind == "whole":
+        return [t]
+    rng, out = random.Random(seed), []
+    while sum(out) < t:
+        out.append(min(rng.randint(1, 9), t - sum(out)))
+    return out
+
+
+def stream(model, x: torch.Tensor, sizes: list[int], state=None, flush=True) -> torch.Tensor:
+    """Stream ``x`` in chunks, flush, and drop the first ``stream_delay`` frames: the result
+    should equal ``model(x)``."""
+    dim = time_dim(getattr(model, "layout", "NCL"))
+    state = model.init_state(batch_size=x.shape[0]) if state is None else state
+    outs, start = [], 0
+    for size in sizes:
+        y, state = model.step(x.narrow(dim, start, size), state)
+        outs.append(y)
+        start += size
+    if flush:
+        y, state = model.flush(state)
+        outs.append(y)
+    return torch.cat(outs, dim).narrow(dim, model.stream_delay, x.shape[dim])
+
+
+@pytest.mark.parametrize("chunking", ["one", "random", "whole"])
+@pytest.mark.parametrize("seed", range(16))
+def test_random_configs_stream_exactly(seed, chunking):
+    cfg = random_config(seed)
+    model = make(seed, **cfg)
+    n = 1 + seed % 3
+    x = inputs(model, n, 23, seed)
+    with torch.no_grad():
+        full = model(x)
+    got = stream(model, x, chunk_sizes(chunking, 23, seed))
+    assert got.shape == full.shape
+    torch.testing.assert_close(got, full, rtol=0, atol=1e-10, msg=str(cfg))
+
+
+@pytest.mark.parametrize("norm", ["weight", "batch", "layer", None])
+@pytest.mark.parametrize("gate", [None, "glu", "wavenet"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_every_norm_gate_and_causality(norm, gate, causal):
+    model = make(
+        1, in_channels=2, channels=[4, 3, 3], kernel_size=3, norm=norm, gate=gate,
+        causal=causal, skip_connections=True, dilations=[1, 3, 2], activation="tanh",
+    )
+    x = inputs(model, 2, 30, 1)
+    full = model(x)
+    for kind in ("one", "random"):
+        torch.testing.assert_close(stream(model, x, chunk_sizes(kind, 30)), full, rtol=0, atol=1e-10)
+
+
+def test_stream_delay_is_lookahead_and_outputs_before_it_are_zero():
+    model = make(2, in_channels=1, channels=[3, 3], kernel_size=4, causal=False)
+    assert model.stream_delay == model.lookahead > 0
+    state = model.init_state(2)
+    y, state = model.step(inputs(model, 2, model.stream_delay, 2), state)
+    assert torch.count_nonzero(y) == 0
+    causal = make(2, in_channels=1, channels=[3, 3], kernel_size=4)
+    assert causal.stream_delay == 0
+    y, _ = causal.flush(causal.init_state(2))
+    assert y.shape == (2, 3, 0)
+
+
+def test_flush_of_a_stream_shorter_than_the_delay():
+    model = make(3, in_channels=2, channels=[3, 4], kernel_size=5, causal=False, layout="NLC")
+    x = inputs(model, 1, 3, 3)
+    assert 3 < model.stream_delay
+    torch.testing.assert_close(stream(model, x, [2, 1]), model(x), rtol=0, atol=1e-10)
+
+
+def test_flush_resets_for_the_next_stream():
+    model = make(4, in_channels=1, channels=[3, 3], kernel_size=3, causal=False)
+    state = model.init_state(1)
+    stream(model, inputs(model, 1, 11, 4), [4, 7], state)
+    x = inputs(model, 1, 9, 5)
+    torch.testing.assert_close(stream(model, x, [9], state), model(x), rtol=0, atol=1e-10)
+
+
+def test_float32_paper_model():
+    model = TCN(1, [25] * 8, kernel_size=7).eval()
+    x = torch.randn(2, 1, 400)
+    full = model(x)
+    for kind in ("one", "random"):
+        got = stream(model, x, chunk_sizes(kind, 400), flush=False)
+        torch.testing.assert_close(got, full, rtol=0, atol=1e-5)
+
+
+def test_long_stream_does_not_drift():
+    """20,000 single-frame steps (the ring wraps hundreds of times): the last output equals
+    the full forward pass over the last receptive-field window."""
+    model = make(5, in_channels=2, channels=[6, 6, 6], kernel_size=3, norm="batch")
+    steps, rf = 20_000, model.receptive_field
+    x = inputs(model, 2, steps, 5)
+    state = model.init_state(2)
+    with torch.no_grad():
+        for i in range(steps):
+            y, state = model.step(x[:, :, i : i + 1], state)
+    window = model(x[:, :, steps - rf :])
+    torch.testing.assert_close(y[:, :, 0], window[:, :, -1], rtol=0, atol=1e-12)
+
+
+def test_long_chunked_stream_of_the_paper_model_does_not_drift():
+    model = TCN(1, [25] * 8, kernel_size=7).double().eval()
+    steps, rf = 20_000, model.receptive_field
+    x = torch.randn(1, 1, steps, dtype=torch.float64)
+    state = model.init_state(1)
+    for i in range(0, steps, 500):
+        y, state = model.step(x[:, :, i : i + 500], state)
+    window = model(x[:, :, steps - rf :])
+    torch.testing.assert_close(y[:, :, -1], window[:, :, -1], rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_reset_restarts_streams_as_new(causal):
+    model = make(6, in_channels=2, channels=[4, 4], kernel_size=3, causal=causal, norm="layer")
+    delay = model.stream_delay
+    x1, x2 = inputs(model, 3, 12, 6), inputs(model, 3, 10, 7)
+    state = model.init_state(3)
+    for i in range(12):
+        _, state = model.step(x1[:, :, i : i + 1], state)
+    state.reset([1])
+    state.reset(torch.tensor([False, False, True]))
+    y = torch.cat([model.step(x2[:, :, i : i + 1], state)[0] for i in range(10)], 2)
+    fresh = model(x2)  # streams 1, 2 restarted: as if x2 were all they ever saw
+    torch.testing.assert_close(y[1:, :, delay:], fresh[1:, :, : 10 - delay], rtol=0, atol=1e-10)
+    continued = model(torch.cat([x1, x2], 2))[:1, :, 12 - delay : 22 - delay]
+    torch.testing.assert_close(y[:1], continued, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_select_reorders_duplicates_and_drops(causal):
+    model = make(7, in_channels=2, channels=[4, 4], kernel_size=3, causal=causal, skip_connections=True)
+    delay = model.stream_delay
+    x1 = inputs(model, 3, 9, 8)
+    state = model.init_state(3)
+    _, state = model.step(x1, state)
+    order = [2, 0, 0]
+    picked = state.select(order)
+    assert picked.batch_size == 3 and state.batch_size == 3
+    x2 = inputs(model, 3, 6, 9)
+    y = torch.cat([model.step(x2[:, :, i : i + 1], picked)[0] for i in range(6)], 2)
+    history = torch.cat([x1[order], x2], 2)
+    torch.testing.assert_close(y, model(history)[:, :, 9 - delay : 15 - delay], rtol=0, atol=1e-10)
+    # the original state is untouched by stepping the selection
+    y0, _ = model.step(x2[:1, :, :1].expand(3, -1, -1).contiguous(), state.select([0, 1, 2]))
+    assert y0.shape == (3, 4, 1)
+
+
+def test_select_with_a_bool_mask_and_clone():
+    model = make(8, in_channels=1, channels=[3], kernel_size=2)
+    state = model.init_state(4)
+    _, state = model.step(inputs(model, 4, 5, 8), state)
+    assert state.select(torch.tensor([True, False, True, False])).batch_size == 2
+    copy = state.clone()
+    model.step(inputs(model, 4, 2, 9), state)
+    assert copy.t == 5 and state.t == 7
+
+
+def test_state_is_caller_owned_not_in_state_dict():
+    model = make(9, in_channels=1, channels=[3, 3], kernel_size=3)
+    keys = list(model.state_dict())
+    state = model.init_state(2)
+    model.step(inputs(model, 2, 4, 9), state)
+    assert list(model.state_dict()) == keys
+    assert isinstance(state, TCNState) and state.batch_size == 2
+    assert state.to("cpu").buf.device.type == "cpu"
+
+
+def test_weights_changed_after_init_state_are_picked_up():
+    model = make(10, in_channels=1, channels=[3, 3], kernel_size=3)
+    state = model.init_state(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(1.5)
+    x = inputs(model, 1, 6, 10)
+    torch.testing.assert_close(stream(model, x, [1] * 6, state), model(x), rtol=0, atol=1e-10)
+
+
+def test_input_requiring_grad_streams_without_a_graph():
+    model = make(11, in_channels=1, channels=[3], kernel_size=3)
+    x = inputs(model, 1, 4, 11).requires_grad_()
+    y, _ = model.step(x, model.init_state(1))
+    assert not y.requires_grad
+
+
+# -- heads ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("causal", [True, False])
+def test_sequence_model_per_step_head(causal):
+    body = make(12, in_channels=2, channels=[4, 4], kernel_size=3, causal=causal, layout="NLC")
+    model = SequenceModel(body, head="per_step", out_features=3).double().eval()
+    assert model.stream_delay == body.stream_delay
+    x = inputs(body, 2, 15, 12)
+    full = model(x)
+    state = model.init_state(2)
+    outs = [model.step(x[:, i : i + 4], state)[0] for i in range(0, 15, 4)]
+    outs.append(model.flush(state)[0])
+    got = torch.cat(outs, 2)[:, :, model.stream_delay :]
+    torch.testing.assert_close(got, full, rtol=0, atol=1e-10)
+
+
+def test_sequence_model_last_step_head_predicts_at_every_frame():
+    body = make(13, in_channels=1, channels=[4, 4], kernel_size=3)
+    model = SequenceModel(body, head="last_step", out_features=5).double().eval()
+    x = inputs(body, 2, 10, 13)
+    y, _ = model.step(x, model.init_state(2))
+    assert y.shape == (2, 5, 10)
+    torch.testing.assert_close(y[:, :, -1], model(x), rtol=0, atol=1e-10)
+    torch.testing.assert_close(y[:, :, 3], model(x[:, :, :4]), rtol=0, atol=1e-10)
+
+
+def test_language_model_token_chunks():
+    body = make(14, in_channels=6, channels=[8, 6], kernel_size=3)
+    lm = LanguageModel(body, vocab_size=11).double().eval()
+    tokens = torch.randint(0, 11, (3, 17))
+    state = lm.init_state(3)
+    got = torch.cat([lm.step(tokens[:, i : i + 5], state)[0] for i in range(0, 17, 5)], 2)
+    torch.testing.assert_close(got, lm(tokens), rtol=0, atol=1e-10)
+
+
+def test_sequence_model_over_a_recurrent_body_streams_too():
+    body = torchtcn.create_model("gru", in_channels=2, hidden_size=5).double().eval()
+    model = SequenceModel(body, head="per_step", out_features=2).double().eval()
+    x = torch.randn(2, 2, 8, dtype=torch.float64)
+    state = model.init_state(2)
+    y1, state = model.step(x[:, :, :3], state)
+    y2, state = model.step(x[:, :, 3:], state)
+    torch.testing.assert_close(torch.cat([y1, y2], 2), model(x), rtol=0, atol=1e-10)
+
+
+# -- bad input -----------------------------------------------------------------------------
+def test_bad_input_names_expected_and_found():
+    model = make(15, in_channels=2, channels=[4, 4], kernel_size=3)
+    state = model.init_state(2)
+    with pytest.raises(ValueError, match="expected 2, found 3"):
+        model.step(inputs(model, 3, 1), state)
+    with pytest.raises(ValueError, match="2 channels.*found shape"):
+        model.step(torch.randn(2, 3, 1, dtype=torch.float64), state)
+    with pytest.raises(ValueError, match="expected torch.float64, found torch.float32"):
+        model.step(torch.randn(2, 2, 1), state)
+    with pytest.raises(ValueError, match="expected cpu, found meta"):
+        model.step(torch.randn(2, 2, 1, dtype=torch.float64, device="meta"), state)
+    with pytest.raises(ValueError, match="found torch.float64 on meta"):
+        model.step(inputs(model, 2, 1), state.to("meta"))
+    other = make(15, in_channels=2, channels=[4, 5], kernel_size=3)
+    with pytest.raises(ValueError, match="different architecture"):
+        model.step(inputs(model, 2, 1), other.init_state(2))
+    with pytest.raises(ValueError, match="3-D"):
+        model.step(torch.randn(2, 2, dtype=torch.float64), state)
+    with pytest.raises(TypeError, match="TCNState"):
+        model.step(inputs(model, 2, 1), object())
+    with pytest.raises(ValueError, match="batch_size"):
+        model.init_state(0)
+    with pytest.raises(ValueError, match="stream indices"):
+        state.reset([5])
+
+
+def test_a_same_architecture_model_accepts_the_state():
+    a = make(16, in_channels=1, channels=[3], kernel_size=3)
+    b = make(17, in_channels=1, channels=[3], kernel_size=3, dropout=0.3)
+    x = inputs(b, 1, 5, 16)
+    torch.testing.assert_close(stream(b, x, [5], a.init_state(1)), b(x), rtol=0, atol=1e-10)
+
+
+def test_training_mode_with_dropout_or_batch_norm_refuses_to_stream():
+    model = TCN(1, [3, 3], kernel_size=3, dropout=0.1)
+    with pytest.raises(RuntimeError, match="model.eval"):
+        model.init_state(1)
+    state = model.eval().init_state(1)
+    with pytest.raises(RuntimeError, match="dropout"):
+        model.train().step(torch.randn(1, 1, 1), state)
+    with pytest.raises(RuntimeError, match="batch norm"):
+        TCN(1, [3], norm="batch").init_state(1)
+    # deterministic in training mode (no dropout, no batch norm): streaming is allowed
+    plain = TCN(1, [3, 3], kernel_size=3)
+    x = torch.randn(1, 1, 6)
+    y, _ = plain.step(x, plain.init_state(1))
+    torch.testing.assert_close(y, plain(x).detach(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.gpu
+def test_cuda_stream_matches_full_pass():
+    model = TCN(1, [25] * 8, kernel_size=7).cuda().eval()
+    x = torch.randn(4, 1, 300, device="cuda")
+    got = stream(model, x, chunk_sizes("one", 300), flush=False)
+    torch.testing.assert_close(got, model(x), rtol=0, atol=1e-4)
