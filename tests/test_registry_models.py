@@ -68,6 +68,17 @@ def test_gradients_reach_every_parameter(name):
         assert p.grad is not None and p.grad.abs().sum() > 0, pname
 
 
+def test_stream_equals_full_pass(name):
+    model = build(name)
+    x = torch.randn(3, 3, 23, dtype=torch.float64)
+    state = model.init_state(batch_size=3)
+    outs = []
+    for chunk in torch.split(x, [1, 5, 1, 16], dim=2):
+        y, state = model.step(chunk, state)
+        outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, dim=2), model(x), rtol=1e-10, atol=1e-10)
+
+
 def test_bad_input_rejected(name):
     model = build(name)
     with pytest.raises(ValueError, match="channels"):
