@@ -1,0 +1,52 @@
+"""``torchtcn eval CHECKPOINT``: evaluate a training checkpoint on its task's data.
+
+The checkpoint carries its task, settings and model, so nothing else is needed. Nothing is
+written: a corrupted checkpoint gives a clear error and leaves every file as it was.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("eval", help="evaluate a checkpoint (best.ckpt / last.ckpt) on its task",
+                       description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its best.ckpt).")
+    p.add_argument("checkpoint", help="a .ckpt written by torchtcn train, or its run folder")
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--data-dir", default=None, help="data directory (default: as for train)")
+    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.set_defaults(func=run)
+
+
+def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = "auto") -> dict:
+    """``{"task", "model", "split", "metrics"}`` of the checkpoint at ``path`` on ``split``."""
+    from ..checkpoint import load_checkpoint, read_checkpoint_state
+    from ..tasks import RunSpec, get_task
+    from ..train import Trainer, config_from_dict
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / "best.ckpt"
+    doc = read_checkpoint_state(path)
+    info = (doc.get("trainer") or {}).get("run") or {}
+    if not {"task", "model", "train", "data"} <= set(info):
+        raise ValueError(f"{path}: the checkpoint does not record its task (written outside torchtcn train?)")
+    task = get_task(info["task"])
+    train = config_from_dict({**info["train"], "device": device})
+    spec = RunSpec(info["task"], info["model"], train, info["data"], info.get("model_kwargs", {}))
+    ckpt = load_checkpoint(path)
+    datasets = task.load(spec, data_dir)
+    trainer = Trainer(task, ckpt.model, datasets, train, None, quiet=True)
+    return {"task": task.name, "model": spec.model, "split": split, "metric": task.metric,
+            "metrics": trainer.evaluate(split)}
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..report import format_value
+
+    out = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
+    metrics = "  ".join(f"{k}={format_value(v, k)}" for k, v in out["metrics"].items())
+    print(f"{out['task']} / {out['model']} on {out['split']}: {metrics}")
+    return 0

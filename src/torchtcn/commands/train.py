@@ -1,0 +1,147 @@
+"""``torchtcn train TASK --model M [key=value ...]``: train a registered task with its preset.
+
+Settings come from the task's preset (the paper's), then ``key=value`` overrides (any trainer
+setting, data setting or model argument; an unknown key is an error listing the valid ones).
+The run folder (``--out``, default ``runs/<task>-<model>``) receives ``last.ckpt``,
+``best.ckpt``, ``model.safetensors``, ``metrics.csv``/``.jsonl``, ``curves.png`` and
+``result.json``; ``--results-dir`` also writes ``<task>-<model>.json`` there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class _OverrideParser(argparse.ArgumentParser):
+    """Collects ``key=value`` words wherever they appear (argparse cannot interleave a
+    variable-length positional list with options)."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        ns, extras = super().parse_known_args(args, namespace)
+        words = [e for e in extras if "=" in e and not e.startswith("-")]
+        rest = [e for e in extras if e not in words]
+        ns.overrides = list(getattr(ns, "overrides", None) or []) + words
+        return ns, rest
+
+
+def parse_overrides(words: list[str]) -> dict[str, str]:
+    """``["lr=0.1", "channels=25*8"]`` -> ``{"lr": "0.1", "channels": "25*8"}``."""
+    out = {}
+    for w in words:
+        key, sep, value = w.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"overrides must look like key=value, got {w!r}")
+        if key in out:
+            raise ValueError(f"setting {key!r} given twice")
+        out[key] = value
+    return out
+
+
+def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
+    """Options shared by ``train`` and ``demo``."""
+    p.add_argument("--data-dir", default=None,
+                   help="data directory (default: $TORCHTCN_DATA, else ./data or ../shared/data)")
+    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"],
+                   help="where to train (default: the preset's, auto = CUDA when available)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def add_parser(sub) -> None:
+    from ..tasks import available_tasks
+
+    p = sub.add_parser(
+        "train", help="train a benchmark task (the paper's settings; key=value overrides)",
+        description="Train TASK with the paper's preset. Tasks: " + ", ".join(available_tasks())
+        + ". Any trainer, data or model setting can be overridden with key=value, e.g. "
+        "torchtcn train jsb --model tcn epochs=5 lr=1e-3 channels=150*2",
+    )
+    p.__class__ = _OverrideParser
+    p.add_argument("task", help="task name (" + ", ".join(available_tasks()) + ")")
+    p.add_argument("--model", default="tcn", help="tcn | lstm | gru | rnn (default tcn)")
+    p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 1111)")
+    p.add_argument("--data", default=None, help="data file/folder for music, char_lm, word_lm, "
+                   "text8, wikitext103, lambada")
+    p.add_argument("--out", default=None, help="run folder (default runs/<task>-<model>)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
+    p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (complete: false)")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="stop after this many seconds (complete: false)")
+    p.add_argument("--checkpoint-every", type=int, default=None, help="also checkpoint every N steps")
+    p.add_argument("--results-dir", default=None,
+                   help="also write <task>-<model>.json here (e.g. benchmarks/results)")
+    p.add_argument("--no-tensorboard", action="store_true", help="don't log to TensorBoard")
+    add_common_run_arguments(p)
+    p.set_defaults(func=run, overrides=[])
+
+
+def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,
+              resume: bool = False, quiet: bool = False, results_dir=None, ctx=None,
+              use_tensorboard: bool = True, **train_overrides):
+    """Build, train, test and record one run; returns ``(result record, run folder)``.
+
+    Shared by ``torchtcn train`` and ``torchtcn demo`` so both go through the same task
+    registry and the same :class:`~torchtcn.train.Trainer`.
+    """
+    from ..report import make_result, write_result
+    from ..summary import count_parameters
+    from ..tasks import build_run
+    from ..train import Trainer, hardware_description
+
+    run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
+    out = Path(out) if out is not None else Path("runs") / f"{task}-{model}"
+    params = count_parameters(run.model)
+    rf = getattr(run.model, "receptive_field", None)
+    sizes = {s: len(d) for s, d in run.datasets.items()}
+    logger.info("%s / %s: %s parameters, receptive field %s, examples %s -> %s", task, model,
+                f"{params:,}", "unbounded" if rf is None else rf, sizes, out)
+    trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, out, run_info=run.spec.to_dict(),
+                      ctx=ctx, quiet=quiet, use_tensorboard=use_tensorboard)
+    fit = trainer.fit(resume=resume)
+    record = make_result(run.task, run.spec, fit, params=params, hardware=hardware_description(trainer.device))
+    if trainer.is_main:
+        write_result(record, out)  # out/<task>-<model>.json beside the checkpoints
+        if results_dir is not None:
+            write_result(record, results_dir)
+    return record, out
+
+
+def run(args: argparse.Namespace) -> int:
+    from .. import distributed as D
+    from ..report import format_value
+
+    overrides = parse_overrides(args.overrides)
+    if args.data is not None:
+        overrides["data"] = args.data
+    ctx = None
+    if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
+        device = None if args.device in (None, "auto") else args.device
+        ctx = D.setup(device)
+    try:
+        record, out = train_one(
+            args.task, args.model, overrides, data_dir=args.data_dir, out=args.out, resume=args.resume,
+            quiet=args.quiet, results_dir=args.results_dir, ctx=ctx, use_tensorboard=not args.no_tensorboard,
+            epochs=args.epochs, seed=args.seed, device=args.device, max_steps=args.max_steps,
+            time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
+    finally:
+        if ctx is not None:
+            D.cleanup(ctx)
+    if ctx is None or ctx.is_main:
+        metric = record["metric"]
+        status = "complete" if record["complete"] else f"INCOMPLETE ({record['stop_reason']})"
+        print(f"{record['task']} / {record['model']}: test {metric} = {format_value(record['value'], metric)} "
+              f"(paper: {format_value(record['paper_model'], metric)}, paper TCN: "
+              f"{format_value(record['paper_tcn'], metric)}); {record['epochs']} epochs, "
+              f"{record['params']:,} params, {record['wall_seconds']:.0f} s; {status}; run folder {out}")
+        for key in record:
+            if key.startswith("value_last"):
+                print(f"  mean test {metric} of the last {record['last_k_epochs']} epochs: "
+                      f"{format_value(record[key], metric)}")
+    stopped_by_nan = record["stop_reason"] is not None and "non-finite" in record["stop_reason"]
+    return 1 if stopped_by_nan else 0

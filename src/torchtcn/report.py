@@ -1,0 +1,299 @@
+"""Benchmark results: one JSON per run, the markdown table beside the paper, and the plots.
+
+A result file (``benchmarks/results/<task>-<model>.json``) records what a run measured on
+the test set and how: the metric and its direction, the paper's numbers, the parameter count,
+the seed, the epochs done, the wall time, the hardware, the full settings and the learning
+curve, and ``complete: false`` when the run stopped before its planned epochs. Nothing in
+the table is typed in by hand: every number comes from a result file or from the task
+registry's record of the paper.
+
+Example:
+    >>> print(markdown_table([]))
+    _No results yet: run `torchtcn train TASK --model MODEL --results-dir benchmarks/results`._
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+REQUIRED_KEYS = ("task", "model", "metric", "value", "paper_tcn", "higher_is_better", "epochs",
+                 "params", "seed", "wall_seconds", "hardware", "complete")
+MODEL_ORDER = ("tcn", "lstm", "gru", "rnn")
+
+
+def make_result(task, spec, fit, *, params: int, hardware: str) -> dict[str, Any]:
+    """The result record of a finished (or stopped) run.
+
+    Args:
+        task: the :class:`~torchtcn.tasks.Task`.
+        spec: its :class:`~torchtcn.tasks.RunSpec`.
+        fit: the trainer's :class:`~torchtcn.train.FitResult`.
+        params: trainable parameters of the model.
+        hardware: what ran it (:func:`torchtcn.train.hardware_description`).
+    """
+    import torch
+
+    from . import __version__
+
+    metric = task.metric
+    record: dict[str, Any] = {
+        "task": task.name,
+        "model": spec.model,
+        "metric": metric,
+        "value": fit.test[metric],
+        "paper_tcn": task.paper.tcn,
+        "paper_model": task.paper.get(spec.model),
+        "paper_size": task.paper.size,
+        "paper_note": task.paper.note,
+        "higher_is_better": task.higher_is_better,
+        "epochs": fit.epochs,
+        "epochs_planned": spec.train.epochs,
+        "steps": fit.steps,
+        "params": params,
+        "seed": spec.train.seed,
+        "wall_seconds": round(fit.wall_seconds, 1),
+        "hardware": hardware,
+        "complete": fit.complete,
+        "stop_reason": fit.stop_reason,
+        "best_valid": fit.best_valid,
+        "best_epoch": fit.best_epoch,
+        "test": fit.test,
+        "settings": spec.to_dict(),
+        "history": fit.history,
+        "torch": torch.__version__,
+        "torchtcn": __version__,
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    k = task.report_last_k
+    if k and len(fit.test_history) >= 1:
+        last = fit.test_history[-k:]
+        record[f"value_last{k}_mean"] = sum(last) / len(last)
+        record["last_k_epochs"] = len(last)
+    return record
+
+
+def result_path(results_dir, task: str, model: str) -> Path:
+    return Path(results_dir) / f"{task}-{model}.json"
+
+
+def write_result(record: dict[str, Any], results_dir) -> Path:
+    """Write ``record`` to ``<results_dir>/<task>-<model>.json`` atomically."""
+    from .checkpoint import atomic_write_bytes
+
+    missing = [k for k in REQUIRED_KEYS if k not in record]
+    if missing:
+        raise ValueError(f"result record is missing {missing}")
+    path = result_path(results_dir, record["task"], record["model"])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+    return path
+
+
+def load_results(results_dir) -> list[dict[str, Any]]:
+    """Every result file of ``results_dir``, sorted by task then model (tcn, lstm, gru, rnn).
+
+    Raises:
+        ValueError: a file is not JSON or lacks a required key (the message names it).
+    """
+    out = []
+    for path in sorted(Path(results_dir).glob("*.json")):
+        try:
+            rec = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not a JSON result file ({e})") from None
+        missing = [k for k in REQUIRED_KEYS if not isinstance(rec, dict) or k not in rec]
+        if missing:
+            raise ValueError(f"{path}: result file lacks {missing}")
+        rec["_path"] = str(path)
+        out.append(rec)
+    order = {m: i for i, m in enumerate(MODEL_ORDER)}
+    return sorted(out, key=lambda r: (r["task"], order.get(r["model"], 99), r["model"]))
+
+
+def format_value(v: float | None, metric: str) -> str:
+    """Numbers as the paper prints them: 99.0 (accuracy), 8.10 (NLL), 5.8e-5 (small losses)."""
+    if v is None:
+        return "–"
+    if isinstance(v, float) and not math.isfinite(v):
+        return str(v)
+    if metric == "accuracy":
+        return f"{v:.2f}"
+    if abs(v) != 0 and abs(v) < 1e-2:
+        return f"{v:.2e}"
+    if abs(v) >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.4g}" if abs(v) < 10 else f"{v:.2f}"
+
+
+def _duration(seconds: float) -> str:
+    seconds = float(seconds)
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    paper = r.get("paper_model")
+    if paper is None or r["value"] is None:
+        return "–"
+    better = r["value"] >= paper if r["higher_is_better"] else r["value"] <= paper
+    return "yes" if better else "no"
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    """One row per run: our test value beside the paper's number for the same model and the
+    paper's TCN, with the run's size, epochs, completeness and wall time."""
+    if not results:
+        return "_No results yet: run `torchtcn train TASK --model MODEL --results-dir benchmarks/results`._"
+    header = ("| Task | Metric | Model | Params | Ours (test) | Paper, same model | Paper TCN "
+              "| Matches paper? | Epochs | Complete | Wall time |")
+    lines = [header, "|" + "---|" * 11]
+    for r in results:
+        arrow = "↑" if r["higher_is_better"] else "↓"
+        ours = format_value(r["value"], r["metric"])
+        k_keys = [k for k in r if k.startswith("value_last") and k.endswith("_mean")]
+        for k in k_keys:
+            ours += f" (last-{r.get('last_k_epochs', '?')} mean {format_value(r[k], r['metric'])})"
+        epochs = f"{r['epochs']}/{r.get('epochs_planned', r['epochs'])}"
+        lines.append(
+            f"| {r['task']} | {r['metric']} {arrow} | {r['model']} | {r['params']:,} | {ours} "
+            f"| {format_value(r.get('paper_model'), r['metric'])} | {format_value(r['paper_tcn'], r['metric'])} "
+            f"| {_verdict(r)} | {epochs} | {'yes' if r['complete'] else 'no'} | {_duration(r['wall_seconds'])} |")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- plots
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title: str = "") -> Path:
+    """Loss (train, valid) and the metric (train, valid, test) per epoch, as a PNG."""
+    plt = _pyplot()
+    epochs = [r["epoch"] for r in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    for split in ("train", "valid", "test"):
+        if f"{split}_loss" in history[0]:
+            axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
+        if f"{split}_{metric}" in history[0]:
+            axes[1].plot(epochs, [r[f"{split}_{metric}"] for r in history], marker=".", label=split)
+    axes[0].set_ylabel("loss")
+    axes[1].set_ylabel(metric)
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    if metric in ("mse", "cross_entropy") and all(r.get(f"valid_{metric}", 1) > 0 for r in history):
+        axes[1].set_yscale("log")
+    fig.suptitle(title)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def plot_comparison(results: list[dict[str, Any]], path) -> Path:
+    """One panel per task: our test value per model beside the paper's (hatched bars)."""
+    plt = _pyplot()
+    tasks = sorted({r["task"] for r in results})
+    n = len(tasks)
+    cols = min(n, 3)
+    rows = math.ceil(n / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        rs = [r for r in results if r["task"] == task]
+        models = [r["model"] for r in rs]
+        xs = range(len(rs))
+        ours = [r["value"] for r in rs]
+        paper = [r.get("paper_model") if r.get("paper_model") is not None else float("nan") for r in rs]
+        ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="ours")
+        ax.bar([x + 0.2 for x in xs], paper, width=0.4, hatch="//", alpha=0.6, label="paper")
+        ax.set_xticks(list(xs), [m + ("" if r["complete"] else "*") for m, r in zip(models, rs)])
+        arrow = "higher" if rs[0]["higher_is_better"] else "lower"
+        ax.set_title(f"{task}: {rs[0]['metric']} ({arrow} is better)", fontsize=9)
+        if rs[0]["metric"] in ("mse", "cross_entropy") and all(v > 0 for v in ours):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3, axis="y")
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=8)
+    fig.suptitle("Test results vs Bai et al. (2018), Table 1  (* = run stopped early)")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def _hardware_notes(results: list[dict[str, Any]]) -> str:
+    hw = sorted({r["hardware"] for r in results})
+    return "\n".join(f"- {h}" for h in hw)
+
+
+def _stopped_notes(results: list[dict[str, Any]]) -> str:
+    lines = [f"- {r['task']} / {r['model']}: {r['epochs']} of {r.get('epochs_planned', '?')} epochs "
+             f"({r.get('stop_reason') or 'stopped early'})" for r in results if not r["complete"]]
+    return "\n".join(lines) or "- none"
+
+
+def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> str:
+    """Write the markdown report (table, notes, plots) and return its text.
+
+    Args:
+        results_dir: folder of result JSON files.
+        markdown_path: the report to write (e.g. ``docs/benchmarks.md``); None: don't write.
+        plots_dir: where the PNGs go (linked relative to the markdown file).
+        intro: text placed before the table.
+    """
+    results = load_results(results_dir)
+    table = markdown_table(results)
+    parts = [intro.rstrip() + "\n" if intro else "", "## Results\n", table, ""]
+    if results:
+        parts += ["Runs stopped before their planned epochs (`complete: false`):\n", _stopped_notes(results), "",
+                  "Hardware:\n", _hardware_notes(results), ""]
+    try:
+        plots_dir = Path(plots_dir)
+        rel = Path(plots_dir).resolve()
+        base = Path(markdown_path).resolve().parent if markdown_path else Path.cwd()
+        try:
+            rel = rel.relative_to(base)
+        except ValueError:
+            pass
+        if results:
+            plot_comparison(results, plots_dir / "comparison.png")
+            parts += ["## Plots\n", f"![comparison]({rel}/comparison.png)", ""]
+            for r in results:
+                if r.get("history"):
+                    name = f"curves-{r['task']}-{r['model']}.png"
+                    plot_learning_curves(r["history"], r["metric"], plots_dir / name,
+                                         title=f"{r['task']} / {r['model']}")
+                    parts.append(f"![{r['task']} {r['model']}]({rel}/{name})")
+            parts.append("")
+    except ImportError:
+        logger.warning("matplotlib not installed: the report has no plots")
+    text = "\n".join(parts)
+    if markdown_path:
+        from .checkpoint import atomic_write_bytes
+
+        Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(markdown_path, text.encode())
+    return text

@@ -1,0 +1,299 @@
+"""What a task is: data, a head, a loss and a metric, with the paper's settings as its preset.
+
+A :class:`Task` knows nothing about the training loop, and the loop (``torchtcn.train``)
+knows nothing about any task: the loop asks the task for its datasets (:meth:`Task.load`),
+for a model (:meth:`Task.build_model`) and, for every batch, for a loss and summed totals
+(:meth:`Task.step`); the task turns totals into its metric (:meth:`Task.metric`).
+
+Datasets are anything with ``len()`` and ``batch(indices) -> batch``; the loop draws the
+indices (seeded, shardable), so data order is reproducible and independent of the task.
+
+Settings are resolved in three layers, later ones winning: the trainer defaults
+(:class:`~torchtcn.train.TrainConfig`), the task preset (paper Table 2 for the TCN, Table 3
+or our size-matched choice for LSTM/GRU/RNN), and ``key=value`` overrides from the user,
+checked against the keys that exist (:meth:`Task.resolve`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import metrics as M
+from ..commands.config_args import parse_int_list
+from ..heads import LanguageModel, SequenceModel
+from ..registry import available_models, create_model, get_model_class
+from ..train import TrainConfig
+
+#: Keys of a language model's wrapper that can be overridden besides the body's config.
+LM_KEYS = {"emsize": int, "tie_weights": bool, "embed_dropout": float}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines a run, as plain values (stored in checkpoints and results).
+
+    Attributes:
+        task: registered task name.
+        model: registered body name (tcn, lstm, gru, rnn).
+        train: the trainer settings.
+        data: the task's data settings (sequence length, data seeds, ...).
+        model_kwargs: the body's constructor arguments (plus ``emsize`` etc. for LMs).
+    """
+
+    task: str
+    model: str
+    train: TrainConfig
+    data: dict[str, Any]
+    model_kwargs: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task": self.task,
+            "model": self.model,
+            "train": dataclasses.asdict(self.train),
+            "data": dict(self.data),
+            "model_kwargs": {k: list(v) if isinstance(v, tuple) else v for k, v in self.model_kwargs.items()},
+        }
+
+
+@dataclass(frozen=True)
+class Paper:
+    """The paper's Table 1 row for a task: the four models' numbers and the model size."""
+
+    tcn: float | None = None
+    lstm: float | None = None
+    gru: float | None = None
+    rnn: float | None = None
+    size: str = ""
+    note: str = ""
+
+    def get(self, model: str) -> float | None:
+        return getattr(self, model, None)
+
+
+# --------------------------------------------------------------------------- override parsing
+
+
+def _parse_bool(text: str) -> bool:
+    low = text.lower()
+    if low in ("1", "true", "yes", "on"):
+        return True
+    if low in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(f"expected true/false, got {text!r}")
+
+
+def parse_value(key: str, text: str, tp: Any) -> Any:
+    """Convert an override's text to the type ``tp`` of the setting it changes.
+
+    Handles int, float, bool, str, ``X | None`` (``none``/``null`` give None) and tuples of
+    ints (``25,25,25`` or ``25*8``).
+
+    Example:
+        >>> parse_value("channels", "25*3", tuple[int, ...])
+        (25, 25, 25)
+        >>> parse_value("clip", "none", float | None)
+    """
+    if not isinstance(text, str):
+        return text
+    args = [a for a in typing.get_args(tp) if a is not type(None)]
+    if type(None) in typing.get_args(tp):
+        if text.lower() in ("none", "null", ""):
+            return None
+        tp = args[0] if len(args) == 1 else args
+    try:
+        if typing.get_origin(tp) is tuple or tp is tuple:
+            return parse_int_list(text)
+        if tp is bool:
+            return _parse_bool(text)
+        if tp is int:
+            return int(text)
+        if tp is float:
+            value = float(text)
+            if math.isnan(value):
+                raise ValueError("NaN is not a valid setting")
+            return value
+        if tp is str:
+            return text
+    except ValueError as e:
+        raise ValueError(f"{key}={text!r}: expected {getattr(tp, '__name__', tp)} ({e})") from None
+    raise TypeError(f"{key}: no parser for settings of type {tp!r}")
+
+
+def _parse_data_value(key: str, text: Any, default: Any) -> Any:
+    """Parse a data setting to the type of its preset value (None: an int, a path or none)."""
+    if not isinstance(text, str):
+        return text
+    if default is None:
+        if text.lower() in ("none", "null", ""):
+            return None
+        try:
+            return int(text)
+        except ValueError:
+            return text
+    if isinstance(default, bool):
+        return parse_value(key, text, bool)
+    if isinstance(default, (tuple, list)):
+        return parse_value(key, text, tuple[int, ...])
+    return parse_value(key, text, type(default))
+
+
+# --------------------------------------------------------------------------- the task
+
+
+@dataclass
+class Task:
+    """A benchmark task. Subclasses implement :meth:`load`, :meth:`build_model`, :meth:`step`.
+
+    Attributes:
+        name: registry name (``torchtcn train NAME``).
+        description: one line for ``--help`` and reports.
+        metric: the reported metric (a name known to :mod:`torchtcn.metrics`).
+        paper: Table 1 of Bai et al. (2018) for this task.
+        train_preset: trainer settings of the paper for every model, e.g. ``{"lr": 2e-3}``.
+        data_preset: data settings (defaults the user can override with ``key=value``).
+        model_presets: per model name, the body's arguments, plus ``"train"`` for settings
+            that differ from ``train_preset`` for that model (Table 3).
+        shuffle: draw training examples in a fresh seeded order every epoch.
+        needs_data: a real data set is read (synthetic tasks: False).
+        report_last_k: also report the mean test metric of the last k epochs (the paper's
+            adding-problem number; locuslab/TCN issue #40).
+    """
+
+    name: str
+    description: str
+    metric: str
+    paper: Paper = field(default_factory=Paper)
+    train_preset: dict[str, Any] = field(default_factory=dict)
+    data_preset: dict[str, Any] = field(default_factory=dict)
+    model_presets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    shuffle: bool = True
+    needs_data: bool = True
+    report_last_k: int | None = None
+
+    @property
+    def higher_is_better(self) -> bool:
+        return M.higher_is_better(self.metric)
+
+    # -- settings -------------------------------------------------------------------------
+    def model_keys(self, model: str) -> dict[str, Any]:
+        """Settable model keys and their types for body ``model``."""
+        cls = get_model_class(model)
+        hints = typing.get_type_hints(cls.config_class)
+        keys = {f.name: hints[f.name] for f in dataclasses.fields(cls.config_class) if f.name != "in_channels"}
+        return keys
+
+    def resolve(self, model: str, overrides: dict[str, str] | None = None, **train_overrides) -> RunSpec:
+        """The run's settings: trainer defaults < task preset < model preset < overrides.
+
+        Args:
+            model: a registered body name.
+            overrides: ``{"key": "value"}`` strings from the command line (or typed values).
+            train_overrides: typed trainer settings set by flags (``epochs=``, ``seed=``, ...).
+
+        Raises:
+            ValueError: unknown model or key (the message lists the valid ones), or a value
+                of the wrong type.
+        """
+        if model not in available_models():
+            raise ValueError(f"unknown model {model!r} for task {self.name!r}; available: {available_models()}")
+        preset = dict(self.model_presets.get(model, {}))
+        train = {**self.train_preset, **preset.pop("train", {})}
+        data = dict(self.data_preset)
+        model_kwargs = dict(preset)
+        train_hints = typing.get_type_hints(TrainConfig)
+        model_types = self.model_keys(model)
+        if self.is_language_model:
+            model_types.update(LM_KEYS)
+        for key, text in (overrides or {}).items():
+            if key in train_hints:
+                train[key] = parse_value(key, text, train_hints[key])
+            elif key in data:
+                data[key] = _parse_data_value(key, text, data[key])
+            elif key in model_types:
+                model_kwargs[key] = parse_value(key, text, model_types[key])
+            else:
+                valid = sorted(set(train_hints) | set(data) | set(model_types))
+                raise ValueError(
+                    f"unknown setting {key!r} for task {self.name!r} with model {model!r}; "
+                    f"valid keys: {', '.join(valid)}"
+                )
+        train.update({k: v for k, v in train_overrides.items() if v is not None})
+        unknown = sorted(set(train) - set(train_hints))
+        if unknown:
+            raise ValueError(f"unknown trainer setting(s) {unknown}; valid: {sorted(train_hints)}")
+        return RunSpec(self.name, model, TrainConfig(**train), data, model_kwargs)
+
+    @property
+    def is_language_model(self) -> bool:
+        return False
+
+    # -- to implement ---------------------------------------------------------------------
+    def load(self, spec: RunSpec, data_dir=None) -> dict[str, Any]:
+        """``{"train": ds, "valid": ds, "test": ds}``; each ``ds`` has ``len`` and ``batch(idx)``."""
+        raise NotImplementedError
+
+    def build_model(self, spec: RunSpec, datasets: dict[str, Any]) -> nn.Module:
+        raise NotImplementedError
+
+    def step(self, model: nn.Module, batch: Any) -> tuple[torch.Tensor, dict[str, float]]:
+        """``(mean loss to backpropagate, totals)`` for one batch; totals hold sums."""
+        raise NotImplementedError
+
+    def metric_value(self, totals: dict[str, float]) -> float:
+        """The task's metric from a split's totals."""
+        return M.compute(self.metric, totals)
+
+    def extra_metrics(self, totals: dict[str, float]) -> dict[str, float]:
+        """Other metrics worth recording (e.g. accuracy beside a loss)."""
+        return {}
+
+
+# --------------------------------------------------------------------------- shared pieces
+
+
+class ArrayDataset:
+    """Inputs and targets as two tensors indexed on dim 0: ``batch(idx) -> (x[idx], y[idx])``."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        if len(x) != len(y):
+            raise ValueError(f"inputs and targets differ in length: {len(x)} vs {len(y)}")
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def batch(self, idx: torch.Tensor):
+        return self.x[idx], self.y[idx]
+
+
+def sequence_model(spec: RunSpec, in_channels: int, head: str, out_features: int) -> nn.Module:
+    """``SequenceModel(create_model(spec.model, in_channels, **kwargs), head, out_features)``."""
+    body = create_model(spec.model, in_channels=in_channels, **spec.model_kwargs)
+    return SequenceModel(body, head=head, out_features=out_features)
+
+
+def language_model(spec: RunSpec, vocab_size: int) -> nn.Module:
+    """Embedding -> body -> (tied) decoder. The body's input width is ``emsize``."""
+    kw = dict(spec.model_kwargs)
+    emsize = kw.pop("emsize")
+    tie = kw.pop("tie_weights", True)
+    embed_dropout = kw.pop("embed_dropout", 0.0)
+    body = create_model(spec.model, in_channels=emsize, **kw)
+    return LanguageModel(body, vocab_size, tie_weights=tie, embed_dropout=embed_dropout)
+
+
+def classification_totals(logits: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    """Cross entropy (mean for backward) and summed totals with hits, for (N, K[, T]) logits."""
+    loss_sum = F.cross_entropy(logits, target, reduction="sum")
+    count = target.numel()
+    correct = (logits.argmax(1) == target).sum().item()
+    return loss_sum / count, {"loss": loss_sum.item(), "count": count, "correct": correct}

@@ -1,0 +1,542 @@
+"""The one training loop. It knows nothing about models or tasks (minGPT's ``Trainer``).
+
+A *task* (``torchtcn.tasks``) supplies datasets, a model and, per batch, a loss and summed
+totals; the :class:`Trainer` does everything else the same way for every task:
+
+* seeded torch / numpy / Python RNG (:func:`seed_everything`) and a deterministic data order
+  (a fresh ``torch.Generator`` seeded from ``(seed, epoch)`` every epoch);
+* the optimizer and learning-rate schedule of the paper (Adam, RMSprop, or SGD with
+  anneal-on-plateau), gradient clipping *after* ``backward()`` (the reference code clipped
+  freshly zeroed gradients, which does nothing);
+* validation every epoch, atomic checkpoints (``last.ckpt`` every epoch and optionally every
+  N steps, ``best.ckpt`` when validation improves) and ``resume`` that continues exactly as
+  an uninterrupted run would (same weights, bit for bit);
+* metrics to ``metrics.csv`` / ``metrics.jsonl`` (and TensorBoard when installed), progress
+  bars with the live loss and metric, learning curves as PNG;
+* a NaN/Inf loss stops the run with the step where it happened, without touching the best
+  checkpoint; ``max_steps`` / ``time_limit`` stop it early (the result says ``complete=False``).
+
+Distributed data parallel (``torch.distributed`` via :mod:`torchtcn.distributed`) goes
+through four overridable places: :meth:`Trainer.wrap_model`, :meth:`Trainer.shard`,
+:meth:`Trainer.reduce_totals` and :attr:`Trainer.is_main` (only the main process logs and
+writes). With one process they are no-ops.
+
+Example:
+    >>> import torchtcn
+    >>> from torchtcn.tasks import build_run
+    >>> run = build_run("adding200", "tcn", {"n_train": "64", "n_valid": "32", "n_test": "32",
+    ...                 "T": "20", "channels": "8,8", "kernel_size": "3"}, epochs=1)
+    >>> result = Trainer(run.task, run.model, run.datasets, run.spec.train, quiet=True).fit()
+    >>> result.epochs, result.complete
+    (1, True)
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import distributed as D
+from . import metrics as M
+
+logger = logging.getLogger(__name__)
+
+OPTIMIZERS = ("adam", "rmsprop", "sgd")
+SCHEDULES = ("none", "step", "plateau")
+#: Settings that may change when a run is resumed (they do not change what is computed).
+RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Trainer settings (the task presets set the paper's values; ``key=value`` overrides them)."""
+
+    epochs: int = field(default=10, metadata={"help": "passes over the training set"})
+    batch_size: int = field(default=32, metadata={"help": "examples per step (LMs: streams)"})
+    eval_batch_size: int | None = field(default=None, metadata={"help": "default batch_size"})
+    optimizer: str = field(default="adam", metadata={"help": "adam | rmsprop | sgd"})
+    lr: float = field(default=2e-3, metadata={"help": "learning rate"})
+    momentum: float = field(default=0.0, metadata={"help": "SGD / RMSprop momentum"})
+    weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
+    clip: float | None = field(default=None, metadata={"help": "max gradient norm (none: off)"})
+    schedule: str = field(default="none", metadata={"help": "none | step | plateau"})
+    lr_factor: float = field(default=0.1, metadata={"help": "lr multiplier when annealing"})
+    lr_step: int = field(default=10, metadata={"help": "step schedule: epochs between anneals"})
+    lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
+    seed: int = field(default=1111, metadata={"help": "seed of every RNG and the data order"})
+    max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps"})
+    time_limit: float | None = field(default=None, metadata={"help": "stop after this many seconds"})
+    checkpoint_every: int | None = field(default=None, metadata={"help": "also checkpoint every N steps"})
+    test_every_epoch: bool = field(default=False, metadata={"help": "evaluate test each epoch too"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "lr_step"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive int, got {v!r}")
+        for name in ("eval_batch_size", "max_steps", "checkpoint_every"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ValueError(f"lr must be a positive number, got {self.lr!r}")
+        if self.clip is not None and not self.clip > 0:
+            raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
+        if self.time_limit is not None and not self.time_limit > 0:
+            raise ValueError(f"time_limit must be > 0 seconds or None, got {self.time_limit!r}")
+        if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda, cuda:N or auto, got {self.device!r}")
+
+
+@dataclass
+class FitResult:
+    """What a run produced.
+
+    Attributes:
+        epochs: completed epochs. steps: optimizer steps taken (all sessions of a resumed run).
+        complete: False when stopped by ``max_steps``, ``time_limit`` or a non-finite loss.
+        stop_reason: why it stopped early (None when complete).
+        best_valid / best_epoch: the best validation metric and its epoch.
+        test: metrics of the best-validation model on the test split (``{"metric": ..}``).
+        test_history: per-epoch test metric (with ``test_every_epoch``).
+        history: one record per epoch (train/valid/test metrics, lr, seconds).
+        wall_seconds: training time over all sessions.
+    """
+
+    epochs: int
+    steps: int
+    complete: bool
+    stop_reason: str | None
+    best_valid: float | None
+    best_epoch: int | None
+    test: dict[str, float]
+    test_history: list[float]
+    history: list[dict[str, Any]]
+    wall_seconds: float
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or Inf."""
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's ``random``, numpy's global RNG and torch (CPU and CUDA)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def resolve_device(name: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else CPU; ``"cuda"`` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return torch.device(name)
+
+
+def hardware_description(device: torch.device) -> str:
+    """A one-line description of what ran the job (CPU model and threads, or the GPU)."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA)"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+
+
+def to_device(batch: Any, device: torch.device) -> Any:
+    """Move every tensor of a (possibly nested) batch to ``device``."""
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):  # NamedTuple
+        return type(batch)(*(to_device(b, device) for b in batch))
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(to_device(b, device) for b in batch)
+    if isinstance(batch, dict):
+        return {k: to_device(v, device) for k, v in batch.items()}
+    return batch
+
+
+def _progress(total: int, initial: int, desc: str, quiet: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, leave=False, dynamic_ncols=True,
+                disable=quiet or not sys.stderr.isatty())
+
+
+class Trainer:
+    """Fit a model on a task's datasets. Model- and task-agnostic.
+
+    Args:
+        task: a :class:`torchtcn.tasks.Task` (``step``, ``metric``, ``metric_value``...).
+        model: any ``nn.Module`` the task can run (moved to the device here).
+        datasets: ``{"train", "valid", "test"}`` objects with ``len()`` and ``batch(idx)``.
+        config: :class:`TrainConfig`.
+        out_dir: run folder for checkpoints, metrics and plots; None writes nothing.
+        run_info: JSON description of the run (stored in checkpoints; a resume must match it).
+        ctx: a :class:`torchtcn.distributed.DistributedContext` (default: one process).
+        quiet: no progress bars.
+    """
+
+    def __init__(self, task, model: nn.Module, datasets: dict[str, Any], config: TrainConfig,
+                 out_dir=None, *, run_info: dict[str, Any] | None = None,
+                 ctx: D.DistributedContext | None = None, quiet: bool = False,
+                 use_tensorboard: bool = True):
+        self.task, self.datasets, self.config = task, datasets, config
+        self.ctx = ctx or D.DistributedContext(device=resolve_device(config.device))
+        self.device = self.ctx.device
+        self.out_dir = Path(out_dir) if out_dir is not None else None
+        self.run_info = run_info or {}
+        self.quiet = quiet
+        D.check_batch_size(config.batch_size, self.ctx)
+        self.model = model.to(self.device)
+        self.train_model = self.wrap_model(self.model)
+        self.optimizer = self.configure_optimizer(self.model)
+        self.scheduler = self.configure_scheduler(self.optimizer)
+        self.state: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "running": {},
+                                      "best": None, "best_epoch": None, "history": [],
+                                      "wall_seconds": 0.0}
+        self._best_weights: dict[str, torch.Tensor] | None = None
+        self.writer = None
+        if self.out_dir is not None and self.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+            self.writer = M.MetricsWriter(self.out_dir, use_tensorboard=use_tensorboard)
+
+    # ------------------------------------------------------------------ overridable places
+    @property
+    def is_main(self) -> bool:
+        """Only the main process logs, shows progress and writes files."""
+        return self.ctx.is_main
+
+    def wrap_model(self, model: nn.Module) -> nn.Module:
+        """The module the training step runs (DDP under torchrun; ``model`` otherwise)."""
+        return D.wrap_model(model, self.ctx)
+
+    def shard(self, indices: torch.Tensor) -> torch.Tensor:
+        """This process's part of a global batch of example indices."""
+        return D.shard(indices, self.ctx)
+
+    def reduce_totals(self, totals: dict[str, float]) -> dict[str, float]:
+        """Sum totals over processes (identity for one process)."""
+        if not self.ctx.enabled:
+            return totals
+        keys = sorted(totals)
+        t = D.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64), self.ctx)
+        return dict(zip(keys, t.tolist()))
+
+    def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
+        c = self.config
+        params = model.parameters()
+        if c.optimizer == "adam":
+            return torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        if c.optimizer == "rmsprop":
+            return torch.optim.RMSprop(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+        return torch.optim.SGD(params, lr=c.lr, momentum=c.momentum, weight_decay=c.weight_decay)
+
+    def configure_scheduler(self, optimizer: torch.optim.Optimizer):
+        c = self.config
+        if c.schedule == "step":
+            return torch.optim.lr_scheduler.StepLR(optimizer, c.lr_step, gamma=c.lr_factor)
+        if c.schedule == "plateau":
+            mode = "max" if self.task.higher_is_better else "min"
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=mode, factor=c.lr_factor, patience=c.lr_patience)
+        return None
+
+    def epoch_order(self, epoch: int) -> torch.Tensor:
+        """Example indices for training epoch ``epoch`` (0-based): seeded, same on every process."""
+        n = len(self.datasets["train"])
+        if not self.task.shuffle:
+            return torch.arange(n)
+        g = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        return torch.randperm(n, generator=g)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Record one epoch's metrics (main process only)."""
+        if self.writer is not None:
+            self.writer.write(record)
+        logger.info("  ".join(f"{k}={_fmt(v)}" for k, v in record.items()))
+
+    # ------------------------------------------------------------------ checkpoints
+    def _trainer_state(self) -> dict[str, Any]:
+        return {**self.state, "run": self.run_info}
+
+    def save_checkpoint(self, name: str) -> None:
+        """Write ``<out_dir>/<name>.ckpt`` atomically (main process only)."""
+        if self.out_dir is None or not self.is_main:
+            return
+        from .checkpoint import save_checkpoint
+
+        save_checkpoint(self.out_dir / f"{name}.ckpt", self.model, self.optimizer, self.scheduler,
+                        trainer_state=self._trainer_state())
+
+    def restore(self, path) -> None:
+        """Continue from checkpoint ``path``: weights, optimizer, scheduler, RNG, counters.
+
+        Raises:
+            ValueError: the checkpoint is corrupted, or was written by a different run
+                (task, model, data or training settings other than
+                ``epochs``/``max_steps``/``time_limit``/``device``).
+        """
+        from .checkpoint import load_checkpoint, set_rng_state
+
+        ckpt = load_checkpoint(path, device=self.device)
+        stored = ckpt.trainer_state.get("run", {})
+        diff = _run_differences(stored, self.run_info)
+        if diff:
+            raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "
+                             "Use another --out folder or the same settings.")
+        try:
+            self.model.load_state_dict(ckpt.model.state_dict())
+        except RuntimeError as e:
+            raise ValueError(f"{path}: checkpoint weights do not fit this model ({e})") from None
+        if ckpt.optimizer_state is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer_state)
+        if self.scheduler is not None and ckpt.scheduler_state is not None:
+            self.scheduler.load_state_dict(ckpt.scheduler_state)
+        if ckpt.rng:
+            set_rng_state(ckpt.rng["tensors"], ckpt.rng["meta"])
+        self.state.update({k: v for k, v in ckpt.trainer_state.items() if k != "run"})
+        if self.writer is not None:
+            self.writer.truncate_after(self.state["step"])
+        logger.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
+
+    # ------------------------------------------------------------------ loop
+    def _stop_reason(self, started: float) -> str | None:
+        c = self.config
+        if c.max_steps is not None and self.state["step"] >= c.max_steps:
+            return f"max_steps={c.max_steps} reached"
+        if c.time_limit is not None and time.monotonic() - started >= c.time_limit:
+            return f"time_limit={c.time_limit:g}s reached"
+        return None
+
+    def train_step(self, batch: Any) -> dict[str, float]:
+        """One optimizer step on ``batch`` (this process's shard); returns its totals."""
+        self.train_model.train()
+        loss, totals = self.task.step(self.train_model, batch)
+        if D.any_true(not bool(torch.isfinite(loss)), self.ctx):
+            raise NonFiniteLossError(
+                f"non-finite training loss ({loss.item()}) at step {self.state['step'] + 1} "
+                f"(epoch {self.state['epoch'] + 1}, batch {self.state['step_in_epoch'] + 1})")
+        weight = D.loss_weight(totals["count"], D.global_count(totals["count"], self.ctx), self.ctx)
+        self.optimizer.zero_grad(set_to_none=True)
+        (loss * weight).backward()
+        if self.config.clip is not None:
+            # After backward, on the real gradients (the reference code clipped before it).
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        self.optimizer.step()
+        return totals
+
+    def train_epoch(self, started: float) -> str | None:
+        """Train from the current position to the end of the epoch; a stop reason or None."""
+        epoch, bs = self.state["epoch"], self.config.batch_size
+        order = self.epoch_order(epoch)
+        n_batches = math.ceil(len(order) / bs)
+        running = self.state["running"]
+        bar = _progress(n_batches, self.state["step_in_epoch"], f"epoch {epoch + 1}/{self.config.epochs}",
+                        self.quiet or not self.is_main)
+        try:
+            for b in range(self.state["step_in_epoch"], n_batches):
+                reason = self._stop_reason(started)
+                if reason:
+                    return reason
+                idx = self.shard(order[b * bs:(b + 1) * bs])
+                batch = to_device(self.datasets["train"].batch(idx), self.device)
+                M.add_totals(running, self.train_step(batch))
+                self.state["step"] += 1
+                self.state["step_in_epoch"] = b + 1
+                bar.update(1)
+                if b % 10 == 0 or b == n_batches - 1:
+                    bar.set_postfix(loss=f"{running['loss'] / running['count']:.4g}",
+                                    **{self.task.metric: f"{_safe_metric(self.task, running):.4g}"})
+                every = self.config.checkpoint_every
+                if every and self.state["step"] % every == 0 and b + 1 < n_batches:
+                    self.save_checkpoint("last")
+        finally:
+            bar.close()
+        return None
+
+    @torch.no_grad()
+    def evaluate(self, split: str, model: nn.Module | None = None) -> dict[str, float]:
+        """``{"loss": ..., <metric>: ..., <extra metrics>}`` of ``model`` (default: the one
+        being trained) on ``split``."""
+        model = model if model is not None else self.model
+        was_training = model.training
+        model.eval()
+        ds = self.datasets[split]
+        bs = self.config.eval_batch_size or self.config.batch_size
+        totals: dict[str, float] = {}
+        for start in range(0, len(ds), bs):
+            idx = self.shard(torch.arange(start, min(start + bs, len(ds))))
+            if len(idx) == 0:
+                continue
+            _, t = self.task.step(model, to_device(ds.batch(idx), self.device))
+            M.add_totals(totals, t)
+        totals = self.reduce_totals(totals)
+        model.train(was_training)
+        out = {"loss": totals["loss"] / totals["count"], self.task.metric: self.task.metric_value(totals)}
+        out.update(self.task.extra_metrics(totals))
+        return out
+
+    def fit(self, resume: bool = False) -> FitResult:
+        """Train until ``config.epochs`` (or a limit), then test the best-validation model.
+
+        Args:
+            resume: continue from ``<out_dir>/last.ckpt`` (starts fresh when it does not exist).
+        """
+        if resume:
+            last = self.out_dir / "last.ckpt" if self.out_dir is not None else None
+            if last is None:
+                raise ValueError("resume needs an out_dir holding last.ckpt")
+            if last.exists():
+                self.restore(last)
+            else:
+                logger.info("no checkpoint at %s: starting from scratch", last)
+        started = time.monotonic()
+        wall_before = self.state["wall_seconds"]
+        reason = None
+        metric = self.task.metric
+        try:
+            while self.state["epoch"] < self.config.epochs:
+                epoch_start = time.monotonic()
+                reason = self.train_epoch(started)
+                if reason:
+                    self.state["wall_seconds"] = wall_before + time.monotonic() - started
+                    self.save_checkpoint("last")  # mid-epoch: a resume continues from here
+                    break
+                train = self.reduce_totals(self.state["running"])
+                record = {"epoch": self.state["epoch"] + 1, "step": self.state["step"],
+                          "lr": self.optimizer.param_groups[0]["lr"],
+                          "train_loss": train["loss"] / train["count"],
+                          f"train_{metric}": self.task.metric_value(train)}
+                valid = self.evaluate("valid")
+                record.update({f"valid_{k}": v for k, v in valid.items()})
+                if self.config.test_every_epoch:
+                    record.update({f"test_{k}": v for k, v in self.evaluate("test").items()})
+                self.state["epoch"] += 1
+                self.state["step_in_epoch"] = 0
+                self.state["running"] = {}
+                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                    self.scheduler.step(valid[metric])
+                elif self.scheduler is not None:
+                    self.scheduler.step()
+                record["seconds"] = time.monotonic() - epoch_start
+                self.state["history"].append(record)
+                self.log(record)
+                if M.is_better(valid[metric], self.state["best"], metric):
+                    self.state["best"], self.state["best_epoch"] = valid[metric], self.state["epoch"]
+                    self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self.state["wall_seconds"] = wall_before + time.monotonic() - started
+                    self.save_checkpoint("best")
+                self.state["wall_seconds"] = wall_before + time.monotonic() - started
+                self.save_checkpoint("last")
+        except NonFiniteLossError as e:
+            reason = str(e)
+            logger.error("%s; stopping (the best checkpoint is kept as it was)", e)
+        self.state["wall_seconds"] = wall_before + time.monotonic() - started
+        test = self.evaluate("test", self.best_model())
+        self.on_fit_end()
+        hist = self.state["history"]
+        return FitResult(
+            epochs=self.state["epoch"], steps=self.state["step"], complete=reason is None,
+            stop_reason=reason, best_valid=self.state["best"], best_epoch=self.state["best_epoch"],
+            test=test, test_history=[r[f"test_{metric}"] for r in hist if f"test_{metric}" in r],
+            history=hist, wall_seconds=self.state["wall_seconds"])
+
+    def best_model(self) -> nn.Module:
+        """A copy of the model with the best-validation weights (the current ones if none)."""
+        weights = self._best_weights
+        if weights is None and self.out_dir is not None and (self.out_dir / "best.ckpt").exists():
+            from .checkpoint import load_checkpoint
+
+            weights = load_checkpoint(self.out_dir / "best.ckpt", device=self.device).model.state_dict()
+        model = copy.deepcopy(self.model)
+        if weights is not None:
+            model.load_state_dict(weights)
+        return model
+
+    def on_fit_end(self) -> None:
+        """Write the best model (``model.safetensors``) and the learning curves (main only)."""
+        if self.out_dir is None or not self.is_main:
+            return
+        if self.writer is not None:
+            self.writer.close()
+        from .io import save
+
+        try:
+            save(self.best_model(), self.out_dir / "model.safetensors")
+        except TypeError:  # not a registered torchtcn model: nothing portable to save
+            logger.debug("model is not a registered torchtcn model; model.safetensors not written")
+        if self.state["history"]:
+            from .report import plot_learning_curves
+
+            try:
+                plot_learning_curves(self.state["history"], self.task.metric, self.out_dir / "curves.png",
+                                     title=self.run_info.get("task", ""))
+            except ImportError:
+                logger.warning("matplotlib not installed: no learning-curve plot")
+
+
+def _safe_metric(task, totals: dict[str, float]) -> float:
+    try:
+        return task.metric_value(totals)
+    except (ValueError, KeyError, OverflowError):
+        return float("nan")
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.5g}" if isinstance(v, float) else str(v)
+
+
+def _run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that differ between two run descriptions, ignoring :data:`RESUMABLE_CHANGES`."""
+    if not stored or not current:
+        return []
+    diffs = []
+    for key in sorted(set(stored) | set(current)):
+        a, b = stored.get(key), current.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            for k in sorted(set(a) | set(b)):
+                if key == "train" and k in RESUMABLE_CHANGES:
+                    continue
+                if a.get(k) != b.get(k):
+                    diffs.append(f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}")
+        elif a != b:
+            diffs.append(f"{key}: {a!r} -> {b!r}")
+    return diffs
+
+
+def config_from_dict(data: dict[str, Any]) -> TrainConfig:
+    """A :class:`TrainConfig` from its ``dataclasses.asdict`` form (e.g. from a checkpoint)."""
+    from .configs import config_from_dict as _strict
+
+    return _strict(TrainConfig, data)
+
+
+__all__ = ["TrainConfig", "Trainer", "FitResult", "NonFiniteLossError", "seed_everything",
+           "resolve_device", "hardware_description", "to_device", "config_from_dict"]
