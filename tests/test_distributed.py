@@ -140,3 +140,52 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         torch.testing.assert_close(ddp["weights"][k], v, rtol=1e-5, atol=1e-6, msg=k)
     # the weights really moved, so the equality above is not the trivial one
     assert any(not torch.equal(v, w) for v, w in zip(weights.values(), _model().state_dict().values()))
+
+
+# --------------------------------------------------------------------------- torchtcn train under torchrun
+
+# 64 examples in batches of 9: shards of 5 and 4, and an epoch's last batch of 1 example, which
+# leaves rank 1 with nothing (it must still join the all-reduce, with zero weight).
+TRAIN_ARGS = ["train", "adding200", "--model", "tcn", "--epochs", "2", "--quiet", "--no-tensorboard",
+              "--device", "cpu", "n_train=64", "n_valid=30", "n_test=30", "T=12", "channels=8,8",
+              "kernel_size=3", "batch_size=9", "eval_batch_size=7"]
+
+
+def _run_record(out):
+    import json
+
+    from safetensors.torch import load_file
+
+    record = json.loads((out / "adding200-tcn.json").read_text())
+    return record, load_file(str(out / "model.safetensors"))
+
+
+def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
+    import subprocess
+    import sys
+
+    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "torchtcn.cli", *TRAIN_ARGS, "--out", str(ddp_out)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # rank 0 alone logs and writes: one "distributed:" line, one result line
+    assert proc.stdout.count("adding200 / tcn: test mse") == 1, proc.stdout
+    assert "distributed: 2 processes, backend gloo" in proc.stderr + proc.stdout
+
+    from torchtcn.cli import main
+
+    assert main([*TRAIN_ARGS, "--out", str(single_out)]) == 0
+    ddp, ddp_w = _run_record(ddp_out)
+    one, one_w = _run_record(single_out)
+    assert ddp["steps"] == one["steps"] == 2 * 8 and ddp["complete"] and one["complete"]
+    for a, b in zip(ddp["history"], one["history"], strict=True):
+        for key in ("train_loss", "valid_loss", "test_loss"):
+            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
+    assert ddp["value"] == pytest.approx(one["value"], rel=1e-5)
+    assert ddp_w.keys() == one_w.keys()
+    for k in one_w:
+        torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-5, atol=1e-6, msg=k)
+    # the runs really trained (so equal results are not equal initial weights)
+    assert ddp["history"][1]["train_loss"] < ddp["history"][0]["train_loss"]
