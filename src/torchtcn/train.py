@@ -335,15 +335,20 @@ class Trainer:
             return f"time_limit={c.time_limit:g}s reached"
         return None
 
-    def train_step(self, batch: Any) -> dict[str, float]:
-        """One optimizer step on ``batch`` (this process's shard); returns its totals."""
+    def train_step(self, batch: Any, stand_in: bool = False) -> dict[str, float]:
+        """One optimizer step on ``batch`` (this process's shard); returns its totals.
+
+        ``stand_in``: ``batch`` is a placeholder for a process whose shard is empty; it joins
+        DDP's collectives with zero weight, so it changes nothing.
+        """
         self.train_model.train()
         loss, totals = self.task.step(self.train_model, batch)
         if D.any_true(not bool(torch.isfinite(loss)), self.ctx):
             raise NonFiniteLossError(
                 f"non-finite training loss ({loss.item()}) at step {self.state['step'] + 1} "
                 f"(epoch {self.state['epoch'] + 1}, batch {self.state['step_in_epoch'] + 1})")
-        weight = D.loss_weight(totals["count"], D.global_count(totals["count"], self.ctx), self.ctx)
+        count = 0 if stand_in else totals["count"]
+        weight = D.loss_weight(count, D.global_count(count, self.ctx), self.ctx)
         self.optimizer.zero_grad(set_to_none=True)
         (loss * weight).backward()
         if self.config.clip is not None:
@@ -365,9 +370,16 @@ class Trainer:
                 reason = self._stop_reason(started)
                 if reason:
                     return reason
-                idx = self.shard(order[b * bs:(b + 1) * bs])
-                batch = to_device(self.datasets["train"].batch(idx), self.device)
-                M.add_totals(running, self.train_step(batch))
+                global_idx = order[b * bs:(b + 1) * bs]
+                idx = self.shard(global_idx)
+                # An epoch's last batch can hold fewer examples than there are processes: one
+                # left without any runs a stand-in example with zero weight, because every
+                # process must take part in DDP's gradient all-reduce.
+                stand_in = len(idx) == 0
+                batch = to_device(self.datasets["train"].batch(global_idx[:1] if stand_in else idx), self.device)
+                totals = self.train_step(batch, stand_in)
+                if not stand_in:
+                    M.add_totals(running, totals)
                 self.state["step"] += 1
                 self.state["step_in_epoch"] = b + 1
                 bar.update(1)
