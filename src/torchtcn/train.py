@@ -421,14 +421,20 @@ class Trainer:
         Args:
             resume: continue from ``<out_dir>/last.ckpt`` (starts fresh when it does not exist).
         """
+        restored = False
         if resume:
             last = self.out_dir / "last.ckpt" if self.out_dir is not None else None
             if last is None:
                 raise ValueError("resume needs an out_dir holding last.ckpt")
             if last.exists():
                 self.restore(last)
+                restored = True
             else:
                 logger.info("no checkpoint at %s: starting from scratch", last)
+        if not restored:
+            # Dropout and anything else random draws from here: the same seed, the same run,
+            # whatever the process did before (a resumed run restores the saved states instead).
+            seed_everything(self.config.seed)
         started = time.monotonic()
         wall_before = self.state["wall_seconds"]
         reason = None

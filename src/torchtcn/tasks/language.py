@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from ..data import batchify, collate_passages, history_windows, load_lambada, load_ptb
 from ..data import load_text8, load_text_corpus, load_wikitext103
+from ..data.text import TEXT8_SPLIT
 from . import register_task
 from .base import Paper, Task, language_model
 
@@ -195,8 +196,9 @@ _task(LanguageTask, "word_lm", "word-level LM on your text files (--data DIR wit
       dict(_WORD_TRAIN), {**_WORD_DATA, "data": None}, {"tcn": _WORD_TCN, **_WORD_RNN})
 _task(LanguageTask, "text8", "text8, character level, 90M/5M/5M (bits per character)", "bpc",
       Paper(tcn=1.45, lstm=1.50, gru=1.53, rnn=1.69, size="5M", note="Table 1"),
-      lambda spec, data_dir: load_text8(spec.data["data"], data_dir=data_dir),
-      {**_CHAR_TRAIN, "batch_size": 32}, {**_CHAR_DATA, "data": None},
+      lambda spec, data_dir: load_text8(spec.data["data"], data_dir=data_dir,
+                                        split_sizes=tuple(spec.data["split_sizes"])),
+      {**_CHAR_TRAIN, "batch_size": 32}, {**_CHAR_DATA, "data": None, "split_sizes": TEXT8_SPLIT},
       {"tcn": {**_CHAR_TCN, "channels": (520,) * 4 + (100,), "kernel_size": 2},
        "lstm": {"hidden_size": 1024, "emsize": 100, "tie_weights": False,
                 "train": {"optimizer": "adam", "lr": 1e-2, "clip": 0.15, "schedule": "none"}},

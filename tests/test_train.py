@@ -1,0 +1,158 @@
+"""The trainer: determinism, exact resume, clipping after backward, limits, NaN stop, logs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import pytest
+import torch
+
+from torchtcn import train as T
+from torchtcn.checkpoint import load_checkpoint
+from torchtcn.tasks import build_run
+
+# A tiny adding problem with dropout, so the RNG state matters for exact resume.
+TINY = {"T": "16", "n_train": "96", "n_valid": "32", "n_test": "32", "channels": "6,6",
+        "kernel_size": "4", "dropout": "0.2", "batch_size": "16", "eval_batch_size": "32"}
+
+
+def _trainer(out=None, overrides=None, **train):
+    run = build_run("adding200", "tcn", {**TINY, **(overrides or {})}, **train)
+    return T.Trainer(run.task, run.model, run.datasets, run.spec.train, out,
+                     run_info=run.spec.to_dict(), quiet=True, use_tensorboard=False)
+
+
+def _weights(trainer):
+    return {k: v.clone() for k, v in trainer.model.state_dict().items()}
+
+
+def _assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_same_seed_same_weights_other_seed_differs():
+    a, b, c = _trainer(epochs=1), _trainer(epochs=1), _trainer(epochs=1, seed=7)
+    for t in (a, b, c):
+        t.fit()
+    _assert_same(_weights(a), _weights(b))
+    assert any(not torch.equal(x, y) for x, y in zip(_weights(a).values(), _weights(c).values()))
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=2)
+    r_full = full.fit()
+    first = _trainer(tmp_path / "split", epochs=1)
+    first.fit()
+    second = _trainer(tmp_path / "split", epochs=2)
+    r_split = second.fit(resume=True)
+    _assert_same(_weights(full), _weights(second))
+    assert r_split.steps == r_full.steps == 12 and r_split.epochs == 2
+    assert [h["valid_mse"] for h in r_split.history] == [h["valid_mse"] for h in r_full.history]
+    assert r_split.test == r_full.test
+    # the metrics log of the resumed run is the uninterrupted one (no duplicated epochs)
+    logged = [json.loads(x)["epoch"] for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert logged == [1, 2]
+
+
+def test_mid_epoch_stop_and_resume_equals_uninterrupted(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=2, overrides={"schedule": "plateau", "optimizer": "sgd",
+                                                            "lr": "0.05", "momentum": "0.9"})
+    full.fit()
+    cut = _trainer(tmp_path / "cut", epochs=2, max_steps=9, overrides={
+        "schedule": "plateau", "optimizer": "sgd", "lr": "0.05", "momentum": "0.9"})
+    r = cut.fit()
+    assert not r.complete and "max_steps=9" in r.stop_reason and r.steps == 9 and r.epochs == 1
+    assert load_checkpoint(tmp_path / "cut" / "last.ckpt").trainer_state["step_in_epoch"] == 3
+    rest = _trainer(tmp_path / "cut", epochs=2, overrides={"schedule": "plateau", "optimizer": "sgd",
+                                                           "lr": "0.05", "momentum": "0.9"})
+    r2 = rest.fit(resume=True)
+    assert r2.complete and r2.steps == 12
+    _assert_same(_weights(full), _weights(rest))
+
+
+def test_resume_refuses_a_different_run(tmp_path):
+    _trainer(tmp_path / "r", epochs=1).fit()
+    other = _trainer(tmp_path / "r", epochs=2, overrides={"lr": "0.1"})
+    with pytest.raises(ValueError, match="train.lr"):
+        other.fit(resume=True)
+
+
+def test_clipping_happens_after_backward():
+    trainer = _trainer(epochs=1, overrides={"optimizer": "sgd", "lr": "1.0", "clip": "1e-3"})
+    before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])
+    ds = trainer.datasets["train"]
+    trainer.train_step(ds.batch(torch.arange(16)))
+    after = torch.cat([p.detach().flatten() for p in trainer.model.parameters()])
+    grad_norm = torch.cat([p.grad.flatten() for p in trainer.model.parameters()]).norm()
+    # SGD with lr 1: the update is the clipped gradient, whose norm is the clip threshold.
+    assert (after - before).norm() == pytest.approx(1e-3, rel=1e-4)
+    assert grad_norm == pytest.approx(1e-3, rel=1e-4)
+
+
+def test_non_finite_loss_stops_and_keeps_best(tmp_path):
+    trainer = _trainer(tmp_path / "nan", epochs=3)
+    step = trainer.task.step
+    calls = {"n": 0}
+
+    def poisoned(model, batch):
+        loss, totals = step(model, batch)
+        if model.training:
+            calls["n"] += 1
+            if calls["n"] == 9:  # the 3rd step of epoch 2
+                return loss * float("nan"), totals
+        return loss, totals
+
+    trainer.task = dataclasses.replace(trainer.task)  # a private copy: the registry's is shared
+    trainer.task.step = poisoned
+    r = trainer.fit()
+    best_before = (tmp_path / "nan" / "best.ckpt").read_bytes()
+    assert not r.complete and "non-finite" in r.stop_reason and "step 9" in r.stop_reason
+    assert r.epochs == 1 and r.best_epoch == 1 and math.isfinite(r.test["mse"])
+    assert (tmp_path / "nan" / "best.ckpt").read_bytes() == best_before
+    assert load_checkpoint(tmp_path / "nan" / "best.ckpt").trainer_state["epoch"] == 1
+
+
+def test_time_limit_marks_incomplete():
+    r = _trainer(epochs=50, time_limit=1e-9).fit()
+    assert not r.complete and "time_limit" in r.stop_reason and r.steps == 0
+    assert math.isfinite(r.test["mse"])  # still tested (the initial model)
+
+
+def test_logs_checkpoints_and_plots(tmp_path):
+    r = _trainer(tmp_path / "run", epochs=2).fit()
+    files = {p.name for p in (tmp_path / "run").iterdir()}
+    assert {"last.ckpt", "best.ckpt", "metrics.csv", "metrics.jsonl", "model.safetensors", "curves.png"} <= files
+    header = (tmp_path / "run" / "metrics.csv").read_text().splitlines()[0].split(",")
+    assert {"epoch", "step", "train_loss", "valid_mse", "test_mse", "lr"} <= set(header)
+    assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(r.test_history) == 2  # adding tests every epoch (the paper's last-3 mean)
+
+
+def test_lr_schedules():
+    step = _trainer(epochs=3, overrides={"schedule": "step", "lr_step": "1", "lr_factor": "0.5"})
+    r = step.fit()
+    assert [h["lr"] for h in r.history] == pytest.approx([2e-3, 1e-3, 5e-4])
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"epochs": 0}, "epochs must be a positive int"),
+    ({"optimizer": "adamw"}, "optimizer must be one of"),
+    ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"lr": -1.0}, "lr must be a positive number"),
+    ({"clip": 0.0}, "clip must be > 0"),
+    ({"device": "tpu"}, "device must be"),
+])
+def test_config_validation(bad, match):
+    with pytest.raises(ValueError, match=match):
+        T.TrainConfig(**bad)
+
+
+def test_cuda_requested_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("CUDA present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        T.resolve_device("cuda")
