@@ -221,10 +221,10 @@ class Task:
             elif key in model_types:
                 model_kwargs[key] = parse_value(key, text, model_types[key])
             else:
-                valid = sorted(set(train_hints) | set(data) | set(model_types))
                 raise ValueError(
-                    f"unknown setting {key!r} for task {self.name!r} with model {model!r}; "
-                    f"valid keys: {', '.join(valid)}"
+                    f"unknown setting {key!r} for task {self.name!r} with model {model!r}; valid keys: "
+                    f"trainer: {', '.join(sorted(train_hints))}; data: {', '.join(sorted(data)) or '-'}; "
+                    f"model: {', '.join(sorted(model_types))}"
                 )
         train.update({k: v for k, v in train_overrides.items() if v is not None})
         unknown = sorted(set(train) - set(train_hints))
