@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -173,6 +174,51 @@ def atomic_write_bytes(path, data: bytes) -> None:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
+    """Upper estimate of a checkpoint's size: the model's tensors plus ``optimizer_slots``
+    tensors per parameter (Adam keeps two moments, SGD with momentum one), plus headroom."""
+    model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    return model_bytes + optimizer_slots * param_bytes + (1 << 20)
+
+
+def check_output_dir(folder, need_bytes: int = 0) -> None:
+    """Fail at start-up, not after hours of training, when checkpoints cannot be written.
+
+    Creates ``folder``, writes, fsyncs and removes a probe file there, and checks that the file
+    system has ``need_bytes`` free.
+
+    Raises:
+        ValueError: ``folder`` cannot be created or written (not a directory, permission
+            denied, read-only or full file system), or has less than ``need_bytes`` free; the
+            message names the folder and the cause.
+
+    Example:
+        >>> import tempfile
+        >>> check_output_dir(tempfile.mkdtemp(), need_bytes=1024)
+    """
+    folder = Path(folder)
+    probe = folder / f".write-probe-{os.getpid()}"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            with open(probe, "wb") as f:
+                f.write(b"\0" * 4096)
+                f.flush()
+                os.fsync(f.fileno())
+        finally:
+            if probe.exists():
+                probe.unlink()
+    except OSError as e:
+        raise ValueError(f"cannot write checkpoints to {folder}: {e.strerror or e}") from None
+    free = shutil.disk_usage(folder).free
+    if free < need_bytes:
+        raise ValueError(
+            f"{folder} has {free:,} bytes free, but this run's checkpoints need about "
+            f"{need_bytes:,}: free some space or choose another output folder"
+        )
 
 
 def save_checkpoint(

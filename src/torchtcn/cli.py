@@ -39,8 +39,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     try:
         return int(args.func(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError) as e:
+    except (ValueError, TypeError, OSError) as e:
         # Library errors already name what was expected and found: show them, not a traceback.
+        # OSError: missing files, and a checkpoint that could not be written (disk full).
         print(f"torchtcn {args.command}: error: {e}", file=sys.stderr)
         return 2
 

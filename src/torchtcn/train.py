@@ -224,7 +224,11 @@ class Trainer:
         self._best_weights: dict[str, torch.Tensor] | None = None
         self.writer = None
         if self.out_dir is not None and self.is_main:
-            self.out_dir.mkdir(parents=True, exist_ok=True)
+            from .checkpoint import check_output_dir, estimate_checkpoint_bytes
+
+            # Unwritable or full: fail now, before any work can be lost. Room for last.ckpt,
+            # best.ckpt, the temporary copy of an atomic write, and model.safetensors.
+            check_output_dir(self.out_dir, 4 * estimate_checkpoint_bytes(self.model))
             self.writer = M.MetricsWriter(self.out_dir, use_tensorboard=use_tensorboard)
 
     # ------------------------------------------------------------------ overridable places
@@ -292,8 +296,14 @@ class Trainer:
             return
         from .checkpoint import save_checkpoint
 
-        save_checkpoint(self.out_dir / f"{name}.ckpt", self.model, self.optimizer, self.scheduler,
-                        trainer_state=self._trainer_state())
+        path = self.out_dir / f"{name}.ckpt"
+        try:
+            save_checkpoint(path, self.model, self.optimizer, self.scheduler,
+                            trainer_state=self._trainer_state())
+        except OSError as e:  # disk full, quota, I/O error: the atomic write kept the old file
+            raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); the "
+                          "previous checkpoint there is intact: free space and run again with "
+                          "--resume") from e
 
     def restore(self, path) -> None:
         """Continue from checkpoint ``path``: weights, optimizer, scheduler, RNG, counters.
@@ -353,7 +363,15 @@ class Trainer:
         (loss * weight).backward()
         if self.config.clip is not None:
             # After backward, on the real gradients (the reference code clipped before it).
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.clip)
+        else:
+            norm = torch.nn.utils.get_total_norm([p.grad for p in self.model.parameters() if p.grad is not None])
+        if not bool(torch.isfinite(norm)):
+            # A finite loss can still give Inf/NaN gradients; stepping would poison the weights
+            # (and the next checkpoint). DDP has all-reduced them: every process agrees.
+            raise NonFiniteLossError(
+                f"non-finite gradient (norm {norm.item()}) at step {self.state['step'] + 1} "
+                f"(epoch {self.state['epoch'] + 1}, batch {self.state['step_in_epoch'] + 1})")
         self.optimizer.step()
         return totals
 
