@@ -1,0 +1,119 @@
+"""The ``torchtcn train / eval / report / demo`` commands, end to end on tiny settings."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from torchtcn.cli import main
+from torchtcn.data.paths import candidate_data_dirs
+
+TINY = ["T=16", "n_train=48", "n_valid=16", "n_test=16", "channels=6,6", "kernel_size=4", "batch_size=16"]
+
+
+def _train(tmp_path, *extra, name="run"):
+    return main(["train", "adding200", "--model", "tcn", "--out", str(tmp_path / name), "--quiet",
+                 "--no-tensorboard", *TINY, *extra])
+
+
+def test_train_writes_run_folder_and_result(tmp_path, capsys):
+    # key=value words may come before, between and after the options
+    rc = main(["train", "adding200", "epochs=2", "--model", "tcn", *TINY[:3], "--out", str(tmp_path / "r"),
+               *TINY[3:], "--quiet", "--seed", "3", "--results-dir", str(tmp_path / "results"),
+               "--no-tensorboard"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "adding200 / tcn: test mse =" in out and "last 2 epochs" in out
+    rec = json.loads((tmp_path / "results" / "adding200-tcn.json").read_text())
+    for key in ("task", "model", "metric", "value", "paper_tcn", "higher_is_better", "epochs", "params",
+                "seed", "wall_seconds", "hardware", "complete"):
+        assert key in rec, key
+    assert rec["epochs"] == 2 and rec["seed"] == 3 and rec["complete"] is True and rec["metric"] == "mse"
+    assert rec["value_last3_mean"] == pytest.approx(sum(h["test_mse"] for h in rec["history"]) / 2)
+    assert rec["settings"]["model_kwargs"]["channels"] == [6, 6]
+    assert (tmp_path / "r" / "adding200-tcn.json").exists() and (tmp_path / "r" / "best.ckpt").exists()
+
+
+def test_resume_through_the_cli(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    assert _train(tmp_path, "epochs=2", "--resume") == 0
+    rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    assert rec["epochs"] == 2 and rec["steps"] == 6
+
+
+def test_max_steps_marks_the_result_incomplete(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=5", "--max-steps", "4") == 0
+    rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    assert rec["complete"] is False and rec["steps"] == 4 and "max_steps" in rec["stop_reason"]
+    assert "INCOMPLETE" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["train", "nosuchtask"], "unknown task 'nosuchtask'; available: adding200"),
+    (["train", "jsb", "--model", "transformer"], "unknown model 'transformer'.*'lstm'"),
+    (["train", "jsb", "lr=0.1", "wibble=3"], "unknown setting 'wibble'.*valid keys: trainer:.*epochs"),
+    (["train", "jsb", "notakeyvalue="], "unknown setting 'notakeyvalue'"),
+    (["train", "jsb", "epochs=x"], "epochs='x': expected int"),
+])
+def test_bad_arguments_list_the_valid_ones(argv, match, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    import re
+
+    assert re.search(match, err), err
+
+
+def test_missing_data_message(tmp_path, capsys):
+    assert main(["train", "jsb", "--data-dir", str(tmp_path / "empty")]) == 2
+    err = capsys.readouterr().err
+    assert "Looked in" in err and str(tmp_path / "empty") in err and "TORCHTCN_DATA" in err
+
+
+def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run" / "best.ckpt"), "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    assert "adding200 / tcn on test" in out and "mse=" in out
+    from torchtcn.report import format_value
+
+    assert f"mse={format_value(rec['value'], 'mse')}" in out  # the number the run recorded
+    assert main(["eval", str(tmp_path / "run")]) == 0  # a run folder means its best.ckpt
+    ckpt = tmp_path / "run" / "last.ckpt"
+    broken = ckpt.read_bytes()[:1000]
+    ckpt.write_bytes(broken)
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()}
+    assert main(["eval", str(ckpt)]) == 2
+    assert "last.ckpt" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir() if p.is_file()} == before
+    # resuming from the corrupted checkpoint fails the same way and overwrites nothing
+    assert _train(tmp_path, "epochs=2", "--resume") == 2
+    assert ckpt.read_bytes() == broken
+
+
+def test_report_command(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1", "--results-dir", str(tmp_path / "results")) == 0
+    md = tmp_path / "docs" / "benchmarks.md"
+    assert main(["report", "--results-dir", str(tmp_path / "results"), "--out", str(md),
+                 "--plots-dir", str(tmp_path / "docs" / "benchmarks")]) == 0
+    text = md.read_text()
+    assert "| adding200 | mse ↓ | tcn |" in text and "comparison.png" in text
+    assert (tmp_path / "docs" / "benchmarks" / "comparison.png").exists()
+
+
+def _has_jsb() -> bool:
+    if os.environ.get("TORCHTCN_DATA"):
+        return (Path(os.environ["TORCHTCN_DATA"]) / "music" / "JSB_Chorales.mat").exists()
+    return any((d / "music" / "JSB_Chorales.mat").exists() for d in candidate_data_dirs())
+
+
+@pytest.mark.skipif(not _has_jsb(), reason="JSB Chorales not found (set TORCHTCN_DATA)")
+def test_demo_runs_tcn_and_lstm_through_the_trainer(tmp_path, capsys):
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo"), "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "tcn" in out and "lstm" in out and "paper" in out
+    assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "demo" / "tcn" / "best.ckpt").exists()
