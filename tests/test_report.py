@@ -1,0 +1,101 @@
+"""Results files, the markdown table beside the paper, and the plots."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from torchtcn import report as R
+from torchtcn.tasks import get_task
+from torchtcn.train import FitResult
+
+
+def _record(task="jsb", model="tcn", value=8.3, complete=True, epochs=3, planned=3):
+    t = get_task(task)
+    spec = t.resolve(model, {"epochs": str(planned)})
+    metric = t.metric
+    history = [{"epoch": e + 1, "step": 10 * (e + 1), "train_loss": 9.0 - e, f"train_{metric}": 9.0 - e,
+                "valid_loss": 9.5 - e, f"valid_{metric}": 9.5 - e, f"test_{metric}": value + 0.1 * (epochs - e - 1)}
+               for e in range(epochs)]
+    fit = FitResult(epochs=epochs, steps=10 * epochs, complete=complete,
+                    stop_reason=None if complete else "time_limit=60s reached", best_valid=7.5,
+                    best_epoch=epochs, test={"loss": value, metric: value}, history=history,
+                    test_history=[h[f"test_{metric}"] for h in history], wall_seconds=123.4)
+    return R.make_result(t, spec, fit, params=269_938, hardware="test CPU")
+
+
+def test_make_result_has_the_required_fields_and_paper_numbers():
+    rec = _record("jsb", "lstm", value=8.4)
+    assert set(R.REQUIRED_KEYS) <= set(rec)
+    assert (rec["paper_tcn"], rec["paper_model"], rec["higher_is_better"]) == (8.10, 8.45, False)
+    assert rec["value"] == 8.4 and rec["epochs_planned"] == 3 and rec["complete"] is True
+    json.dumps(rec)  # serialisable as is
+
+
+def test_adding_records_the_mean_of_the_last_three_epochs():
+    rec = _record("adding600", "tcn", value=1e-4, epochs=5, planned=5)
+    tests = [h["test_mse"] for h in rec["history"]]
+    assert rec["value_last3_mean"] == pytest.approx(sum(tests[-3:]) / 3) and rec["last_k_epochs"] == 3
+    assert rec["paper_tcn"] == 5.8e-5
+
+
+def test_write_and_load_results(tmp_path):
+    for m, v in (("lstm", 8.5), ("tcn", 8.2), ("gru", 8.4)):
+        R.write_result(_record("jsb", m, v), tmp_path)
+    R.write_result(_record("adding200", "tcn", 2e-4), tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adding200-tcn.json", "jsb-gru.json", "jsb-lstm.json",
+                                                          "jsb-tcn.json"]
+    loaded = R.load_results(tmp_path)
+    assert [(r["task"], r["model"]) for r in loaded] == [("adding200", "tcn"), ("jsb", "tcn"), ("jsb", "lstm"),
+                                                         ("jsb", "gru")]
+    with pytest.raises(ValueError, match="missing"):
+        R.write_result({"task": "x", "model": "y"}, tmp_path)
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(ValueError, match="bad.json"):
+        R.load_results(tmp_path)
+    (tmp_path / "bad.json").write_text('{"task": "x"}')
+    with pytest.raises(ValueError, match="bad.json: result file lacks"):
+        R.load_results(tmp_path)
+
+
+def test_markdown_table_puts_the_paper_beside_ours():
+    rows = [_record("jsb", "tcn", 8.2), _record("jsb", "lstm", 8.3, complete=False, epochs=2, planned=100),
+            _record("adding600", "tcn", 4e-5)]
+    table = R.markdown_table(rows)
+    lines = table.splitlines()
+    assert lines[0].startswith("| Task | Metric | Model |")
+    jsb_tcn = next(line for line in lines if line.startswith("| jsb | nll_per_frame ↓ | tcn"))
+    assert "| 8.2 | 8.1 | 8.1 | no | 3/3 | yes |" in jsb_tcn
+    jsb_lstm = next(line for line in lines if "| lstm |" in line)
+    assert "| 8.3 | 8.45 | 8.1 | yes | 2/100 | no |" in jsb_lstm  # 8.3 beats the paper's LSTM 8.45
+    adding = next(line for line in lines if line.startswith("| adding600"))
+    assert "4.00e-05" in adding and "5.80e-05" in adding and "last-3 mean" in adding
+
+
+@pytest.mark.parametrize("value, metric, text", [
+    (99.0123, "accuracy", "99.01"), (5.8e-5, "mse", "5.80e-05"), (8.1, "nll_per_frame", "8.1"),
+    (88.68, "perplexity", "88.68"), (1279.0, "perplexity", "1,279"), (None, "bpc", "–"),
+])
+def test_format_value(value, metric, text):
+    assert R.format_value(value, metric) == text
+
+
+def test_plots_are_png(tmp_path):
+    rows = [_record("jsb", "tcn", 8.2), _record("jsb", "lstm", 8.4), _record("copy1000", "tcn", 1e-3)]
+    assert R.plot_comparison(rows, tmp_path / "c.png").read_bytes()[:4] == b"\x89PNG"
+    path = R.plot_learning_curves(rows[0]["history"], "nll_per_frame", tmp_path / "l.png", title="jsb")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_write_report(tmp_path):
+    results = tmp_path / "results"
+    R.write_result(_record("jsb", "tcn", 8.2), results)
+    R.write_result(_record("jsb", "rnn", 8.9, complete=False, epochs=2, planned=100), results)
+    md = tmp_path / "docs" / "benchmarks.md"
+    text = R.write_report(results, md, tmp_path / "docs" / "benchmarks", intro="# Title\n")
+    assert md.read_text() == text and text.startswith("# Title")
+    assert "![comparison](benchmarks/comparison.png)" in text
+    assert "jsb / rnn: 2 of 100 epochs (time_limit=60s reached)" in text
+    assert (tmp_path / "docs" / "benchmarks" / "curves-jsb-rnn.png").exists()
+    assert "_No results yet" in R.write_report(tmp_path / "none", None, tmp_path / "p")
