@@ -57,6 +57,7 @@ def add_parser(sub) -> None:
 
     p = sub.add_parser(
         "train", help="train a benchmark task (the paper's settings; key=value overrides)",
+        usage="torchtcn train TASK [--model tcn|lstm|gru|rnn] [options] [KEY=VALUE ...]",
         description="Train TASK with the paper's preset. Tasks: " + ", ".join(available_tasks())
         + ". Any trainer, data or model setting can be overridden with key=value, e.g. "
         "torchtcn train jsb --model tcn epochs=5 lr=1e-3 channels=150*2",
