@@ -121,7 +121,7 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     ctx = D.setup("cpu", timeout_s=120)
     assert ctx.world_size == world and ctx.backend == "gloo"
     losses, weights = _train(ctx)
-    flags = [D.any_true(ctx.rank == 1, ctx), D.any_true(False, ctx)]
+    flags = [D.any_true(ctx.rank == 1, ctx), D.any_true(False, ctx), D.agree(5, ctx), D.agree(ctx.rank, ctx)]
     token = D.broadcast_object({"from": ctx.rank}, ctx)
     if ctx.is_main:
         torch.save({"losses": losses, "weights": weights, "flags": flags, "token": token}, out)
@@ -133,7 +133,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     mp.start_processes(_worker, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
     ddp = torch.load(out)
     losses, weights = _train(D.DistributedContext())
-    assert ddp["flags"] == [True, False] and ddp["token"] == {"from": 0}
+    assert ddp["flags"] == [True, False, True, False] and ddp["token"] == {"from": 0}
     assert len(ddp["losses"]) == STEPS and ddp["losses"][0] != ddp["losses"][-1]
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(losses), rtol=1e-5, atol=1e-6)
     for k, v in weights.items():
@@ -160,32 +160,81 @@ def _run_record(out):
     return record, load_file(str(out / "model.safetensors"))
 
 
-def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
+def _torchrun(args, env, timeout=240):
     import subprocess
     import sys
 
-    ddp_out, single_out = tmp_path / "ddp", tmp_path / "single"
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "torchtcn.cli", *TRAIN_ARGS, "--out", str(ddp_out)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+           "-m", "torchtcn.cli", *args]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
+    """Also through a stop and ``--resume`` under torchrun (rank 0 writes, every rank reads)."""
+    ddp_out, split_out, single_out = tmp_path / "ddp", tmp_path / "split", tmp_path / "single"
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    proc = _torchrun([*TRAIN_ARGS, "--out", str(ddp_out)], env)
     # rank 0 alone logs and writes: one "distributed:" line, one result line
     assert proc.stdout.count("adding200 / tcn: test mse") == 1, proc.stdout
-    assert "distributed: 2 processes, backend gloo" in proc.stderr + proc.stdout
+    assert (proc.stderr + proc.stdout).count("distributed: 2 processes, backend gloo") == 1
+    _torchrun([*TRAIN_ARGS, "--out", str(split_out), "--max-steps", "11"], env)  # mid-epoch 2
+    _torchrun([*TRAIN_ARGS, "--out", str(split_out), "--resume"], env)
 
     from torchtcn.cli import main
 
     assert main([*TRAIN_ARGS, "--out", str(single_out)]) == 0
-    ddp, ddp_w = _run_record(ddp_out)
     one, one_w = _run_record(single_out)
-    assert ddp["steps"] == one["steps"] == 2 * 8 and ddp["complete"] and one["complete"]
-    for a, b in zip(ddp["history"], one["history"], strict=True):
-        for key in ("train_loss", "valid_loss", "test_loss"):
-            assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), key
-    assert ddp["value"] == pytest.approx(one["value"], rel=1e-5)
-    assert ddp_w.keys() == one_w.keys()
-    for k in one_w:
-        torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-5, atol=1e-6, msg=k)
+    for out in (ddp_out, split_out):
+        ddp, ddp_w = _run_record(out)
+        assert ddp["steps"] == one["steps"] == 2 * 8 and ddp["complete"] and one["complete"]
+        for a, b in zip(ddp["history"], one["history"], strict=True):
+            for key in ("train_loss", "valid_loss", "test_loss"):
+                assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (out.name, key)
+        assert ddp["value"] == pytest.approx(one["value"], rel=1e-5)
+        assert ddp_w.keys() == one_w.keys()
+        for k in one_w:
+            torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-5, atol=1e-6, msg=f"{out.name}: {k}")
     # the runs really trained (so equal results are not equal initial weights)
-    assert ddp["history"][1]["train_loss"] < ddp["history"][0]["train_loss"]
+    assert one["history"][1]["train_loss"] < one["history"][0]["train_loss"]
+
+
+def _resume_worker(rank: int, world: int, port: int, outs: list, report: str) -> None:
+    from torchtcn.tasks import build_run
+    from torchtcn.train import Trainer
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    ctx = D.setup("cpu", timeout_s=120)
+    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "8",
+                                         "channels": "4", "kernel_size": "2"}, epochs=1)
+    trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, outs[rank],
+                      run_info=run.spec.to_dict(), ctx=ctx, quiet=True, use_tensorboard=False)
+    try:
+        trainer.fit(resume=True)
+        message = "no error"
+    except ValueError as e:
+        message = str(e)
+    with open(f"{report}.{rank}", "w") as f:
+        f.write(message)
+    D.cleanup(ctx)
+
+
+def test_resume_refuses_a_run_folder_not_shared_by_every_process(tmp_path):
+    """Rank 0 finds last.ckpt, rank 1 does not (as on a node-local disk): both stop."""
+    from torchtcn.tasks import build_run
+    from torchtcn.train import Trainer
+
+    shared, local = tmp_path / "rank0", tmp_path / "rank1-local"
+    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "8",
+                                         "channels": "4", "kernel_size": "2"}, epochs=1)
+    Trainer(run.task, run.model, run.datasets, run.spec.train, shared, run_info=run.spec.to_dict(),
+            quiet=True, use_tensorboard=False).fit()
+    report = str(tmp_path / "report")
+    mp.start_processes(_resume_worker, args=(2, free_port(), [str(shared), str(local)], report),
+                       nprocs=2, join=True, start_method="spawn")
+    for rank in (0, 1):
+        text = open(f"{report}.{rank}").read()
+        assert "last.ckpt exists for some processes and not for others" in text, (rank, text)

@@ -272,6 +272,17 @@ def any_true(flag: bool, ctx: DistributedContext) -> bool:
     return bool(all_reduce_sum(t, ctx).item() > 0)
 
 
+def agree(value, ctx: DistributedContext) -> bool:
+    """True on every process when every process holds rank 0's ``value``, False on all otherwise.
+
+    For decisions each process makes from its own view of the world, e.g. whether a shared
+    checkpoint exists: a disagreement must stop every process, not only the odd one out.
+    """
+    if not ctx.enabled:
+        return True
+    return not any_true(broadcast_object(value, ctx) != value, ctx)
+
+
 def wrap_model(model: nn.Module, ctx: DistributedContext) -> nn.Module:
     """``DistributedDataParallel(model)`` for a multi-process job, ``model`` otherwise.
 

@@ -291,15 +291,21 @@ class Trainer:
         return {**self.state, "run": self.run_info}
 
     def save_checkpoint(self, name: str) -> None:
-        """Write ``<out_dir>/<name>.ckpt`` atomically (main process only)."""
-        if self.out_dir is None or not self.is_main:
+        """Write ``<out_dir>/<name>.ckpt`` atomically (main process only; every process calls
+        it, to sum the epoch's running totals over processes first)."""
+        if self.out_dir is None:
+            return
+        # The checkpoint holds the *global* running totals of the epoch in progress; on resume
+        # only rank 0 takes them back (see ``restore``), so they are not counted twice.
+        running = self.reduce_totals(dict(self.state["running"])) if self.state["running"] else {}
+        if not self.is_main:
             return
         from .checkpoint import save_checkpoint
 
         path = self.out_dir / f"{name}.ckpt"
         try:
             save_checkpoint(path, self.model, self.optimizer, self.scheduler,
-                            trainer_state=self._trainer_state())
+                            trainer_state={**self._trainer_state(), "running": running})
         except OSError as e:  # disk full, quota, I/O error: the atomic write kept the old file
             raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); the "
                           "previous checkpoint there is intact: free space and run again with "
@@ -332,6 +338,8 @@ class Trainer:
         if ckpt.rng:
             set_rng_state(ckpt.rng["tensors"], ckpt.rng["meta"])
         self.state.update({k: v for k, v in ckpt.trainer_state.items() if k != "run"})
+        if not self.is_main:
+            self.state["running"] = {}  # the stored totals are global: rank 0 carries them
         if self.writer is not None:
             self.writer.truncate_after(self.state["step"])
         logger.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
@@ -386,8 +394,10 @@ class Trainer:
         try:
             for b in range(self.state["step_in_epoch"], n_batches):
                 reason = self._stop_reason(started)
-                if reason:
-                    return reason
+                # Clocks differ between processes: one reaching time_limit stops them all at
+                # the same step (else the others would wait in DDP's all-reduce forever).
+                if D.any_true(reason is not None, self.ctx):
+                    return reason or "a limit was reached on another process"
                 global_idx = order[b * bs:(b + 1) * bs]
                 idx = self.shard(global_idx)
                 # An epoch's last batch can hold fewer examples than there are processes: one
@@ -444,6 +454,9 @@ class Trainer:
             last = self.out_dir / "last.ckpt" if self.out_dir is not None else None
             if last is None:
                 raise ValueError("resume needs an out_dir holding last.ckpt")
+            if not D.agree(last.exists(), self.ctx):
+                raise ValueError(f"{last} exists for some processes and not for others: the run "
+                                 "folder must be on a file system shared by every node")
             if last.exists():
                 self.restore(last)
                 restored = True
