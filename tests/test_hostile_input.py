@@ -457,3 +457,36 @@ def test_empty_training_text(tmp_path):
         (corpus / f"{split}.txt").write_text("" if split == "train" else "a b\n")
     with pytest.raises(ValueError, match="train.txt: the training text is empty"):
         load_text_corpus(corpus)
+
+
+# --------------------------------------------------------------------------- training checkpoints
+
+
+def test_pickle_renamed_to_a_checkpoint_never_runs(tmp_path):
+    from torchtcn.checkpoint import load_checkpoint
+
+    marker = tmp_path / "pwned"
+    for name, blob in malicious_pickles(marker).items():
+        path = tmp_path / f"{name}.ckpt"
+        path.write_bytes(blob)
+        with pytest.raises(ValueError, match=f"{name}.ckpt"):
+            load_checkpoint(path)
+        assert not marker.exists(), name
+
+
+def test_checkpoint_describing_a_huge_model_allocates_nothing(tmp_path):
+    from torchtcn.checkpoint import CHECKPOINT_KEY, load_checkpoint, read_checkpoint_state, save_checkpoint
+
+    good = tmp_path / "good.ckpt"
+    save_checkpoint(good, torchtcn.TCN(1, [4], kernel_size=2), trainer_state={"epoch": 1})
+    doc = read_checkpoint_state(good)
+    doc["model"]["config"].update(channels=[10**6] * 4, kernel_size=1000)
+    tensors = {"model.w": torch.zeros(2)}
+    path = tmp_path / "huge.ckpt"
+    save_file(tensors, str(path), metadata={CHECKPOINT_KEY: json.dumps(doc)})
+    with pytest.raises(ValueError, match="huge.ckpt: weights do not match the stored architecture"):
+        load_checkpoint(path)
+    doc["model"]["config"].update(channels=[10**30])
+    save_file(tensors, str(path), metadata={CHECKPOINT_KEY: json.dumps(doc)})
+    with pytest.raises(ValueError, match="huge.ckpt: invalid model spec"):
+        load_checkpoint(path)

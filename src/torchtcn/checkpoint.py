@@ -297,6 +297,14 @@ def read_checkpoint_state(path) -> dict[str, Any]:
     return doc
 
 
+def _build_model(path: Path, doc: dict, device: str) -> torch.nn.Module:
+    try:
+        with torch.device(device):
+            return model_from_spec(doc["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError, OverflowError) as e:
+        raise ValueError(f"{path}: invalid model spec in checkpoint ({e})") from None
+
+
 def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint`.
 
@@ -317,14 +325,23 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
                 tensors[k] = f.get_tensor(k)
     except Exception as e:  # safetensors raises its own error types on corrupt data
         raise ValueError(f"{path}: corrupted checkpoint tensors ({e})") from None
-    try:
-        model = model_from_spec(doc["model"])
-    except (KeyError, TypeError, ValueError) as e:
-        raise ValueError(f"{path}: invalid model spec in checkpoint ({e})") from None
     weights = {k[len(_MODEL):]: v for k, v in tensors.items() if k.startswith(_MODEL)}
-    for alias, name in (doc.get("model_aliases") or {}).items():
+    aliases = doc.get("model_aliases") or {}
+    if not isinstance(aliases, dict):
+        raise ValueError(f"{path}: corrupted checkpoint state (model_aliases is not a dict)")
+    for alias, name in aliases.items():
         if name in weights:
             weights[alias] = weights[name]
+    # Build on the meta device first and compare shapes: a small crafted file whose spec
+    # describes a huge model is rejected before anything is allocated for it.
+    skeleton = _build_model(path, doc, "meta")
+    expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    if found != expected:
+        wrong = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        raise ValueError(f"{path}: weights do not match the stored architecture: {wrong[:5]} "
+                         f"({len(wrong)} tensors missing, unexpected or of another shape)")
+    model = _build_model(path, doc, "cpu")
     try:
         model.load_state_dict(weights, strict=True)
     except RuntimeError as e:
