@@ -24,7 +24,7 @@ from .registry import available_models, create_model, register_model
 from .summary import count_parameters, summary
 from .streaming import TCNState
 from .generate import generate
-from .export import export_onnx, export_step_onnx, export_step_torchscript
+from .export import export_onnx, export_step_onnx, export_step_program, export_step_torchscript
 
 __version__ = "0.1.0"
 
@@ -58,4 +58,5 @@ __all__ = [
     "export_onnx",
     "export_step_onnx",
     "export_step_torchscript",
+    "export_step_program",
 ]

@@ -232,3 +232,20 @@ def export_step_torchscript(model: TCN, path, batch_size: int = 1, chunk: int = 
         traced.save(str(path))
     log.info("wrote %s", path)
     return path
+
+
+def export_step_program(model: TCN, path, batch_size: int = 2, chunk: int = 1) -> Path:
+    """The streaming step as a ``torch.export`` program (``.pt2``; load with
+    ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
+    signature as :class:`StepModule`."""
+    step = StepModule(model).eval()
+    init = initial_step_state(model, batch_size)
+    example = (_example_input(model, batch_size, chunk), *init)
+    batch = torch.export.Dim("batch")
+    dynamic = tuple({0: batch} for _ in example)
+    program = torch.export.export(step, example, dynamic_shapes=dynamic)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.export.save(program, str(path))
+    log.info("wrote %s", path)
+    return path
