@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
 from . import receptive_field as rf
 from .layers import ACTIVATIONS, DROPOUT_KINDS, GATES, NORMS, ResidualBlock, make_activation
@@ -265,13 +264,12 @@ class TCN(nn.Module):
         check_sequence_input(x, self.in_channels, self.layout, "TCN input")
         if self.layout == "NLC":
             x = x.transpose(1, 2)
+        # low_memory: each block keeps only its input for backward and recomputes the rest
+        # (dropout masks regenerated from the saved RNG state), see ResidualBlock.forward
         recompute = self._config.low_memory and self.training and torch.is_grad_enabled()
         skip_sum = None
         for i, block in enumerate(self.blocks):
-            if recompute:
-                x = checkpoint(block, x, use_reentrant=False)
-            else:
-                x = block(x)
+            x = block(x, recompute=recompute)
             if self.skips is not None:
                 s = self.skips[i](x)
                 skip_sum = s if skip_sum is None else skip_sum + s

@@ -1,0 +1,219 @@
+"""``torchtcn bench memory``: peak memory of one training step, each model in its own process.
+
+Method (CPU). A fresh Python process per (model, repeat) builds the model, an Adam optimizer
+and a batch, runs one warm-up step on a short sequence (to load code pages, create kernels and
+the optimizer state), trims the C heap (``malloc_trim``), resets the kernel's resident-set
+high-water mark (``echo 5 > /proc/self/clear_refs``), runs one training step of the full
+size, and reports ``VmHWM - VmRSS(before)``: the extra resident memory the step needed at its
+peak. The process runs with ``MALLOC_MMAP_THRESHOLD_=131072`` so that every block of 128 KiB
+or more is its own mapping and goes back to the system when freed: the peak is then the peak
+of memory in use, not of what glibc's heap happened to retain. Also reported: the bytes
+autograd keeps between forward and backward (distinct storages seen by a saved-tensor hook).
+
+On CUDA the peak is ``torch.cuda.max_memory_allocated`` around the step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import gc
+import json
+import logging
+import os
+import subprocess
+import sys
+
+import torch
+
+from . import common
+
+log = logging.getLogger(__name__)
+
+MIB = 2.0**20
+# every allocation of >= 128 KiB is mmapped and unmapped on free (see the module docstring)
+CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+WARMUP_LEN = 128
+
+
+# -- inside the child process -------------------------------------------------------------------
+def _status_kib(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise ValueError(f"/proc/self/status has no {field} line")
+
+
+def _reset_peak() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _malloc_trim() -> None:
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
+def saved_for_backward_bytes(forward) -> int:
+    """Bytes of the distinct storages autograd keeps between ``forward()`` and backward."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        s = t.untyped_storage()
+        storages[s.data_ptr()] = s.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = forward()
+    loss.backward()
+    return sum(storages.values())
+
+
+def measure(key: str, batch_size: int, seq_len: int, device: str = "cpu", amp=None) -> dict:
+    """Peak extra memory (MiB) of one training step of contender ``key``, in this process."""
+    device = torch.device(device)
+    torch.manual_seed(0)
+    model = common.CONTENDERS[key].build()
+    step = common.make_step(model, device, common.StepOptions(amp=amp))
+    x, y = common.batch(batch_size, seq_len, device)
+    step(*common.batch(batch_size, min(WARMUP_LEN, seq_len), device))
+    gc.collect()
+    _malloc_trim()
+    result = {"model": key, "batch_size": batch_size, "seq_len": seq_len, "device": str(device)}
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+        step(x, y)
+        torch.cuda.synchronize(device)
+        result["peak_mib"] = (torch.cuda.max_memory_allocated(device) - base) / MIB
+        result["method"] = "torch.cuda.max_memory_allocated"
+    else:
+        exact = _reset_peak()
+        base = _status_kib("VmRSS")
+        step(x, y)
+        result["peak_mib"] = (_status_kib("VmHWM") - base) / 1024.0
+        result["base_rss_mib"] = base / 1024.0
+        result["method"] = "VmHWM - VmRSS" if exact else "VmHWM - VmRSS (peak not reset)"
+
+    def forward():
+        return torch.nn.functional.cross_entropy(model(x), y)
+
+    result["saved_mib"] = saved_for_backward_bytes(forward) / MIB
+    return result
+
+
+def _child_main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m torchtcn.bench.memory")
+    p.add_argument("--child", required=True, choices=sorted(common.CONTENDERS))
+    p.add_argument("--batch-size", type=int, required=True)
+    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--amp", default=None)
+    a = p.parse_args(argv)
+    print(json.dumps(measure(a.child, a.batch_size, a.seq_len, a.device, a.amp)))
+    return 0
+
+
+# -- the parent ---------------------------------------------------------------------------------
+def measure_in_subprocess(
+    key: str, batch_size: int, seq_len: int, device: str = "cpu", amp=None, timeout=900
+) -> dict:
+    """:func:`measure` in a fresh process (so no model sees another's allocations)."""
+    cmd = [
+        sys.executable, "-m", "torchtcn.bench.memory", "--child", key,
+        "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--device", device,
+    ]
+    if amp:
+        cmd += ["--amp", amp]
+    env = {**os.environ, **CHILD_ENV}
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        raise ValueError(
+            f"memory measurement of {key!r} failed (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_all(keys, batch_size, seq_len, repeats, device="cpu") -> dict[str, list[dict]]:
+    """Each contender ``repeats`` times, round-robin, one process per measurement."""
+    runs: dict[str, list[dict]] = {k: [] for k in keys}
+    for r in range(repeats):
+        shift = r % len(keys)
+        for key in keys[shift:] + keys[:shift]:
+            res = measure_in_subprocess(key, batch_size, seq_len, device)
+            log.debug("%s: %.1f MiB", key, res["peak_mib"])
+            runs[key].append(res)
+    return runs
+
+
+def table(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[str]], list[dict]]:
+    """Header, rows and records: median / min peak, saved-for-backward, ratios to the peers."""
+    med = {k: common.summarize([r["peak_mib"] for r in v]) for k, v in runs.items() if v}
+    peer = med.get(common.PEER, {}).get("median")
+    rnn = med.get(common.RNN_PEER, {}).get("median")
+    header = ["model", "peak MiB (median)", "min", "saved for backward MiB",
+              "x pytorch-tcn", "x LSTM"]
+    rows, records = [], []
+    for key, s in med.items():
+        saved = runs[key][0]["saved_mib"]
+        rp, rl = common.ratio(s["median"], peer), common.ratio(s["median"], rnn)
+        rows.append([common.CONTENDERS[key].label, f"{s['median']:.0f}", f"{s['min']:.0f}",
+                     f"{saved:.0f}", common.fmt(rp, ".2f"), common.fmt(rl, ".2f")])
+        records.append({"model": key, "label": common.CONTENDERS[key].label,
+                        "peak_mib_median": s["median"], "peak_mib_min": s["min"],
+                        "saved_mib": saved, "vs_pytorch_tcn": rp, "vs_lstm": rl,
+                        "runs": [r["peak_mib"] for r in runs[key]]})
+    return header, rows, records
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default="torchtcn,torchtcn-lowmem,pytorch-tcn,lstm,gru",
+                        help=f"comma list of {','.join(common.CONTENDERS)}")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--seq-len", type=int, default=8192)
+    parser.add_argument("--repeats", type=int, default=2, help="processes per model")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--json", default=None, help="write the results to this JSON file")
+    parser.add_argument("--markdown", default=None, help="write the table to this file")
+
+
+def run(args) -> int:
+    keys = _runnable(common.parse_contenders(args.models))
+    runs = measure_all(keys, args.batch_size, args.seq_len, args.repeats, args.device)
+    header, rows, records = table(runs)
+    title = (f"Peak memory of one training step, N={args.batch_size}, T={args.seq_len}, "
+             f"{args.device}, {args.repeats} process(es) per model")
+    print(title)
+    print(common.text_table(header, rows))
+    if args.json:
+        common.write_json(args.json, {"benchmark": "memory", "machine": common.machine(),
+                                      "batch_size": args.batch_size, "seq_len": args.seq_len,
+                                      "results": records})
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(f"{title}\n\n{common.markdown_table(header, rows)}\n")
+    return 0
+
+
+def _runnable(keys: list[str]) -> list[str]:
+    out = []
+    for k in keys:
+        why = common.available(k)
+        if why:
+            log.warning("skipping %s: %s", k, why)
+        else:
+            out.append(k)
+    return out
+
+
+if __name__ == "__main__":
+    sys.exit(_child_main(sys.argv[1:]))

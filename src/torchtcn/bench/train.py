@@ -1,0 +1,292 @@
+"""``torchtcn bench train``: time of one training step against the peers, interleaved.
+
+The paper's sequential-MNIST setting by default (N=64, T=784, Adam; see
+:mod:`torchtcn.bench.common`): torchtcn (default and ``low_memory``), pytorch-tcn 1.2.3 with
+the same architecture, torch's LSTM-130 and a GRU of the same size. All models are built in
+one process and timed round-robin, so that the ratios are taken under the same conditions.
+
+Options add the peak-memory table (``--memory``, one process per model, see
+:mod:`torchtcn.bench.memory`), a sweep of the sequence length for the TCN against the LSTM
+(``--sweep``, time and memory, plotted to ``--plot``), mixed-precision and ``torch.compile``
+rows, and a generated markdown page (``--markdown``) and JSON record (``--json``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+
+import torch
+
+from . import common, memory
+
+log = logging.getLogger(__name__)
+
+ALL = "torchtcn,torchtcn-lowmem,pytorch-tcn,lstm,gru"
+SWEEP_LENGTHS = "128,256,512,1024,2048,4096,8192,16384"
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--models", default=ALL, help=f"comma list of {','.join(common.CONTENDERS)}")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--seq-len", type=int, default=784)
+    parser.add_argument("--repeats", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--amp", choices=["bf16", "fp16"], action="append", default=None,
+                        help="add a torchtcn row with this autocast dtype (repeatable; "
+                        "default on CUDA: bf16)")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="add a torch.compile'd torchtcn row (default on CUDA)")
+    parser.add_argument("--memory", action="store_true",
+                        help="also measure peak memory (see `torchtcn bench memory`)")
+    parser.add_argument("--memory-batch-size", type=int, default=16)
+    parser.add_argument("--memory-seq-len", type=int, default=8192)
+    parser.add_argument("--memory-repeats", type=int, default=2)
+    parser.add_argument("--sweep", action="store_true",
+                        help="also sweep the sequence length (TCN vs LSTM, time and memory)")
+    parser.add_argument("--sweep-lengths", default=SWEEP_LENGTHS)
+    parser.add_argument("--sweep-models", default="torchtcn,torchtcn-lowmem,lstm")
+    parser.add_argument("--sweep-batch-size", type=int, default=16)
+    parser.add_argument("--plot", default="docs/performance_sweep.png",
+                        help="where --sweep saves its plot (PNG)")
+    parser.add_argument("--json", default=None, help="write every result to this JSON file")
+    parser.add_argument("--markdown", default=None,
+                        help="write a performance page (tables, method, plot) to this file")
+
+
+# -- the timing table ---------------------------------------------------------------------------
+def entries(keys, device, amps, compiled):
+    """(row label, contender key, StepOptions) for every row of the timing table."""
+    rows = [(common.CONTENDERS[k].label, k, common.StepOptions()) for k in keys]
+    if "torchtcn" in keys:
+        for amp in amps:
+            rows.append((f"torchtcn {amp} autocast", "torchtcn", common.StepOptions(amp=amp)))
+        if compiled:
+            rows.append(("torchtcn torch.compile", "torchtcn", common.StepOptions(compile=True)))
+    return rows
+
+
+def time_training(rows, batch_size, seq_len, repeats, warmup, device) -> list[dict]:
+    """Median and min seconds per training step of every row, interleaved in one process."""
+    device = torch.device(device)
+    x, y = common.batch(batch_size, seq_len, device)
+    steps, params = {}, {}
+    for label, key, options in rows:
+        torch.manual_seed(0)
+        model = common.CONTENDERS[key].build()
+        params[label] = common.parameters(model)
+        step = common.make_step(model, device, options)
+        steps[label] = lambda step=step: step(x, y)
+    times = common.interleaved_times(steps, repeats, warmup, device)
+    out = []
+    for label, key, options in rows:
+        s = common.summarize(times[label])
+        out.append({"label": label, "model": key, "amp": options.amp, "compile": options.compile,
+                    "parameters": params[label], "ms_median": 1e3 * s["median"],
+                    "ms_min": 1e3 * s["min"], "ms_all": [1e3 * t for t in times[label]]})
+    peer = next((r["ms_median"] for r in out if r["label"] == _plain(common.PEER)), None)
+    rnn = next((r["ms_median"] for r in out if r["label"] == _plain(common.RNN_PEER)), None)
+    for r in out:
+        # speed-up: how many times faster than the peer (peer time / this time)
+        r["speedup_vs_pytorch_tcn"] = common.ratio(peer, r["ms_median"])
+        r["speedup_vs_lstm"] = common.ratio(rnn, r["ms_median"])
+    return out
+
+
+def _plain(key: str) -> str:
+    return common.CONTENDERS[key].label
+
+
+def timing_table(results: list[dict]):
+    header = ["model", "parameters", "ms/step (median)", "min", "speed-up vs pytorch-tcn",
+              "speed-up vs LSTM"]
+    rows = [[r["label"], f"{r['parameters']:,}", f"{r['ms_median']:.1f}", f"{r['ms_min']:.1f}",
+             common.fmt(r["speedup_vs_pytorch_tcn"], ".2f") + "x",
+             common.fmt(r["speedup_vs_lstm"], ".2f") + "x"] for r in results]
+    return header, rows
+
+
+# -- the sequence-length sweep ------------------------------------------------------------------
+def _sweep_repeats(length: int) -> int:
+    # fewer repeats where one step takes seconds (the LSTM at 16K steps)
+    return 5 if length <= 1024 else 3 if length <= 4096 else 2
+
+
+def sweep(keys, lengths, batch_size, device) -> list[dict]:
+    """Time (interleaved, per length) and peak memory (a process each) at every length."""
+    device = torch.device(device)
+    models = {}
+    for key in keys:
+        torch.manual_seed(0)
+        models[key] = common.make_step(common.CONTENDERS[key].build(), device)
+    out = []
+    for length in lengths:
+        x, y = common.batch(batch_size, length, device)
+        steps = {key: (lambda s=s: s(x, y)) for key, s in models.items()}
+        times = common.interleaved_times(steps, _sweep_repeats(length), 1, device)
+        for key in keys:
+            mem = memory.measure_in_subprocess(key, batch_size, length, str(device))
+            s = common.summarize(times[key])
+            out.append({"model": key, "label": common.CONTENDERS[key].label, "seq_len": length,
+                        "ms_median": 1e3 * s["median"], "ms_min": 1e3 * s["min"],
+                        "peak_mib": mem["peak_mib"]})
+            log.info("sweep T=%d %s: %.1f ms, %.0f MiB", length, key, 1e3 * s["median"],
+                     mem["peak_mib"])
+    return out
+
+
+def sweep_table(results: list[dict]):
+    keys = list(dict.fromkeys(r["model"] for r in results))
+    lengths = sorted({r["seq_len"] for r in results})
+    by = {(r["model"], r["seq_len"]): r for r in results}
+    header = ["T"] + [f"{common.CONTENDERS[k].label} ms" for k in keys]
+    header += [f"{common.CONTENDERS[k].label} MiB" for k in keys]
+    rows = []
+    for t in lengths:
+        row = [str(t)]
+        row += [common.fmt(by.get((k, t), {}).get("ms_median")) for k in keys]
+        row += [common.fmt(by.get((k, t), {}).get("peak_mib"), ".0f") for k in keys]
+        rows.append(row)
+    return header, rows
+
+
+def plot_sweep(results: list[dict], path: str, title: str) -> None:
+    """Two panels against the sequence length (log-log): ms per step, peak MiB."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
+    for key in dict.fromkeys(r["model"] for r in results):
+        rs = sorted((r for r in results if r["model"] == key), key=lambda r: r["seq_len"])
+        lengths = [r["seq_len"] for r in rs]
+        label = common.CONTENDERS[key].label
+        ax_t.plot(lengths, [r["ms_median"] for r in rs], "o-", label=label)
+        ax_m.plot(lengths, [r["peak_mib"] for r in rs], "o-", label=label)
+    for ax, ylabel in ((ax_t, "ms per training step"), (ax_m, "peak memory of a step, MiB")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("sequence length T")
+        ax.set_ylabel(ylabel)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# -- the command --------------------------------------------------------------------------------
+def run(args) -> int:
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    amps = args.amp if args.amp is not None else (["bf16"] if cuda else [])
+    compiled = args.compile if args.compile is not None else cuda
+    keys = memory._runnable(common.parse_contenders(args.models))
+    started = time.time()
+    report = {"benchmark": "train", "machine": common.machine(), "device": str(device),
+              "command": "torchtcn " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+
+    rows = entries(keys, device, amps, compiled)
+    timing = time_training(rows, args.batch_size, args.seq_len, args.repeats, args.warmup, device)
+    t_title = (f"Training step, N={args.batch_size}, T={args.seq_len}, {device}, "
+               f"{args.repeats} interleaved repeats after {args.warmup} warm-up")
+    header, trows = timing_table(timing)
+    print(t_title)
+    print(common.text_table(header, trows))
+    report.update(timing=timing, batch_size=args.batch_size, seq_len=args.seq_len,
+                  repeats=args.repeats)
+    sections = [(t_title, common.markdown_table(header, trows))]
+
+    if args.memory:
+        runs = memory.measure_all(keys, args.memory_batch_size, args.memory_seq_len,
+                                  args.memory_repeats, str(device))
+        mheader, mrows, records = memory.table(runs)
+        m_title = (f"Peak memory of one training step, N={args.memory_batch_size}, "
+                   f"T={args.memory_seq_len}, {device}, {args.memory_repeats} process(es) "
+                   "per model")
+        print()
+        print(m_title)
+        print(common.text_table(mheader, mrows))
+        report["memory"] = records
+        sections.append((m_title, common.markdown_table(mheader, mrows)))
+
+    if args.sweep:
+        lengths = [int(t) for t in args.sweep_lengths.split(",") if t.strip()]
+        skeys = memory._runnable(common.parse_contenders(args.sweep_models))
+        sres = sweep(skeys, lengths, args.sweep_batch_size, device)
+        s_title = f"Sequence-length sweep, N={args.sweep_batch_size}, {device}"
+        sheader, srows = sweep_table(sres)
+        print()
+        print(s_title)
+        print(common.text_table(sheader, srows))
+        plot_sweep(sres, args.plot, s_title)
+        print(f"plot: {args.plot}")
+        report["sweep"] = sres
+        image = None
+        if args.markdown:
+            image = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
+        body = common.markdown_table(sheader, srows)
+        if image:
+            body += f"\n\n![time and memory against the sequence length]({image})"
+        sections.append((s_title, body))
+
+    report["seconds"] = time.time() - started
+    if args.json:
+        common.write_json(args.json, report)
+    if args.markdown:
+        with open(args.markdown, "w") as f:
+            f.write(page(report, sections))
+    return 0
+
+
+METHOD = """\
+## Method
+
+* **Training step**: forward, cross-entropy on the last step's 10 logits, backward, Adam.
+  Synthetic data of the paper's shapes (the time does not depend on the values). Every model
+  is built in one process and the steps run round-robin (the first model of each round
+  rotates), after warm-up steps, so that a slow spell of the machine hits all alike; the
+  table gives the median and the minimum. Speed-up = the peer's median / this model's median.
+* **Models**: torchtcn `TCN(1, [25] * 8, kernel_size=7, norm="weight", dropout=0.05)`
+  (default, and `low_memory=True`); pytorch-tcn 1.2.3 `TCN(1, [25] * 8, kernel_size=7,
+  dropout=0.05, use_norm="weight_norm", causal=True)`; torch's `nn.LSTM` with 130 hidden
+  units and `nn.GRU` with 150 (about the TCN's parameter count); each followed by the same
+  linear head on the last step.
+* **Peak memory**: one fresh process per model and repeat. After a warm-up step on a short
+  sequence, the C heap is trimmed, the kernel's resident high-water mark is reset
+  (`/proc/self/clear_refs`), one full-size step runs, and the table gives
+  `VmHWM - VmRSS(before)`. The processes run with `MALLOC_MMAP_THRESHOLD_=131072` so that
+  freed tensors go back to the system at once and the peak is that of memory in use.
+  "Saved for backward" is the size of the distinct storages autograd keeps between forward
+  and backward (a saved-tensor hook), a second, allocator-independent view.
+"""
+
+
+def page(report: dict, sections) -> str:
+    m = report["machine"]
+    lines = [
+        "# Training speed and memory",
+        "",
+        "Generated by `torchtcn bench train` (do not edit by hand; re-run the command):",
+        "",
+        f"    {report['command']}",
+        "",
+        f"Machine: {m.get('cpu')}, {m.get('threads')} threads"
+        + (f", {m['gpu']}" if "gpu" in m else "")
+        + f"; torch {m.get('torch')}"
+        + (f", pytorch-tcn {m['pytorch-tcn']}" if "pytorch-tcn" in m else "")
+        + f"; device {report['device']}. Run time {report['seconds']:.0f} s.",
+        "",
+    ]
+    for title, body in sections:
+        lines += [f"## {title}", "", body, ""]
+    lines.append(METHOD)
+    return "\n".join(lines)
