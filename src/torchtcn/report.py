@@ -187,20 +187,20 @@ def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title
     """Loss (train, valid) and the metric (train, valid, test) per epoch, as a PNG."""
     plt = _pyplot()
     epochs = [r["epoch"] for r in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    for split in ("train", "valid", "test"):
-        if f"{split}_loss" in history[0]:
-            axes[0].plot(epochs, [r[f"{split}_loss"] for r in history], marker=".", label=split)
-        if f"{split}_{metric}" in history[0]:
-            axes[1].plot(epochs, [r[f"{split}_{metric}"] for r in history], marker=".", label=split)
-    axes[0].set_ylabel("loss")
-    axes[1].set_ylabel(metric)
-    for ax in axes:
+    # When the metric is the loss itself (MSE, NLL, cross entropy), one panel says it all.
+    same = all(r.get(f"{s}_loss") == r.get(f"{s}_{metric}") for r in history for s in ("train", "valid"))
+    keys = [metric] if same else ["loss", metric]
+    fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    for ax, key in zip(axes[0], keys):
+        for split in ("train", "valid", "test"):
+            if f"{split}_{key}" in history[0]:
+                ax.plot(epochs, [r[f"{split}_{key}"] for r in history], marker=".", label=split)
+        ax.set_ylabel(key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-    if metric in ("mse", "cross_entropy") and all(r.get(f"valid_{metric}", 1) > 0 for r in history):
-        axes[1].set_yscale("log")
+        if key in ("mse", "cross_entropy") and all(r.get(f"valid_{key}", 1) > 0 for r in history):
+            ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
@@ -235,7 +235,7 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
-    fig.suptitle("Test results vs Bai et al. (2018), Table 1  (* = run stopped early)")
+    fig.suptitle("Test vs Bai et al. (2018) Table 1\n(* = stopped early)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
