@@ -208,8 +208,8 @@ def _resume_worker(rank: int, world: int, port: int, outs: list, report: str) ->
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
     ctx = D.setup("cpu", timeout_s=120)
-    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "8",
-                                         "channels": "4", "kernel_size": "2"}, epochs=1)
+    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5",
+                                         "channels": "4", "kernel_size": "3"}, epochs=1)
     trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, outs[rank],
                       run_info=run.spec.to_dict(), ctx=ctx, quiet=True, use_tensorboard=False)
     try:
@@ -228,8 +228,8 @@ def test_resume_refuses_a_run_folder_not_shared_by_every_process(tmp_path):
     from torchtcn.train import Trainer
 
     shared, local = tmp_path / "rank0", tmp_path / "rank1-local"
-    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "8",
-                                         "channels": "4", "kernel_size": "2"}, epochs=1)
+    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5",
+                                         "channels": "4", "kernel_size": "3"}, epochs=1)
     Trainer(run.task, run.model, run.datasets, run.spec.train, shared, run_info=run.spec.to_dict(),
             quiet=True, use_tensorboard=False).fit()
     report = str(tmp_path / "report")

@@ -69,7 +69,7 @@ def time_slice(y: torch.Tensor, layout: str, sl: slice) -> torch.Tensor:
     return y[:, :, sl] if layout == "NCL" else y[:, sl, :]
 
 
-@settings(max_examples=80, **SETTINGS)
+@settings(max_examples=50, **SETTINGS)
 @given(
     kwargs=tcn_kwargs(),
     n=st.integers(1, 3),
