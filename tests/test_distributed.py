@@ -160,33 +160,61 @@ def _run_record(out):
     return record, load_file(str(out / "model.safetensors"))
 
 
-def _torchrun(args, env, timeout=240):
+def _torchrun(args, env, *launcher, timeout=240):
     import subprocess
     import sys
 
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           "-m", "torchtcn.cli", *args]
+           *launcher, *args]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc
 
 
+# Rank 0 SIGKILLs itself once, right after a mid-epoch checkpoint of epoch 2, as a crashed node
+# would; torchrun (--max-restarts 1) restarts the group, and --resume picks the run up.
+DIE_ONCE = """
+import os, signal, sys
+from pathlib import Path
+from torchtcn import train
+
+marker, args = Path(sys.argv[1]), sys.argv[2:]
+save = train.Trainer.save_checkpoint
+
+def save_then_die(self, name):
+    save(self, name)
+    if (self.is_main and name == "last" and self.state["epoch"] == 1
+            and self.state["step_in_epoch"] > 0 and not marker.exists()):
+        marker.write_text(str(self.state["step"]))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+train.Trainer.save_checkpoint = save_then_die
+from torchtcn.cli import main
+sys.exit(main(args))
+"""
+
+
 def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
-    """Also through a stop and ``--resume`` under torchrun (rank 0 writes, every rank reads)."""
-    ddp_out, split_out, single_out = tmp_path / "ddp", tmp_path / "split", tmp_path / "single"
+    """Also after a rank is SIGKILLed mid-epoch and torchrun restarts the job with --resume."""
+    ddp_out, restarted_out, single_out = tmp_path / "ddp", tmp_path / "restarted", tmp_path / "single"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
-    proc = _torchrun([*TRAIN_ARGS, "--out", str(ddp_out)], env)
+    proc = _torchrun([*TRAIN_ARGS, "--out", str(ddp_out)], env, "-m", "torchtcn.cli")
     # rank 0 alone logs and writes: one "distributed:" line, one result line
     assert proc.stdout.count("adding200 / tcn: test mse") == 1, proc.stdout
     assert (proc.stderr + proc.stdout).count("distributed: 2 processes, backend gloo") == 1
-    _torchrun([*TRAIN_ARGS, "--out", str(split_out), "--max-steps", "11"], env)  # mid-epoch 2
-    _torchrun([*TRAIN_ARGS, "--out", str(split_out), "--resume"], env)
+
+    script, marker = tmp_path / "die_once.py", tmp_path / "died_at_step"
+    script.write_text(DIE_ONCE)
+    proc = _torchrun([str(marker), *TRAIN_ARGS, "--out", str(restarted_out), "--checkpoint-every", "3",
+                      "--resume"], env, "--max-restarts", "1", "--monitor-interval", "0.1", str(script))
+    assert marker.read_text() == "9"  # it died after the checkpoint of step 9 (epoch 2, batch 1)
+    assert f"resumed from {restarted_out / 'last.ckpt'}" in proc.stderr + proc.stdout
 
     from torchtcn.cli import main
 
     assert main([*TRAIN_ARGS, "--out", str(single_out)]) == 0
     one, one_w = _run_record(single_out)
-    for out in (ddp_out, split_out):
+    for out in (ddp_out, restarted_out):
         ddp, ddp_w = _run_record(out)
         assert ddp["steps"] == one["steps"] == 2 * 8 and ddp["complete"] and one["complete"]
         for a, b in zip(ddp["history"], one["history"], strict=True):
