@@ -50,7 +50,9 @@ NOTES = """## How the runs were made
 - **Seeds.** torch, numpy and Python are seeded (default 1111) and the data order of every
   epoch comes from a generator seeded with (seed, epoch); rerunning a row gives the same
   weights. `--resume` continues an interrupted run to the same weights.
-- **Budget.** The runs were made on a 2-core CPU, one at a time. Runs marked `complete: no`
+- **Budget.** The runs were made on a 2-core CPU, one at a time, on a machine shared with
+  other jobs: the wall times say how long a run took there, they are not speed measurements
+  (see `docs/performance.md` for those). Runs marked `complete: no`
   were cut by `--time-limit`; their numbers are what the model reached by then, not a
   reproduction of the paper's setting. The language models (13M-parameter word PTB, 3M char
   PTB) need a GPU for a real run.
