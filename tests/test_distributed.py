@@ -122,6 +122,11 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     assert ctx.world_size == world and ctx.backend == "gloo"
     losses, weights = _train(ctx)
     flags = [D.any_true(ctx.rank == 1, ctx), D.any_true(False, ctx), D.agree(5, ctx), D.agree(ctx.rank, ctx)]
+    # per-step seeds: different random draws (dropout masks) on each rank, reproducible per step
+    D.seed_step(1111, 5, ctx)
+    draw = torch.rand(3).tolist()
+    D.seed_step(1111, 5, ctx)
+    flags += [D.agree(draw, ctx), draw == torch.rand(3).tolist()]
     token = D.broadcast_object({"from": ctx.rank}, ctx)
     if ctx.is_main:
         torch.save({"losses": losses, "weights": weights, "flags": flags, "token": token}, out)
@@ -133,7 +138,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
     mp.start_processes(_worker, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
     ddp = torch.load(out)
     losses, weights = _train(D.DistributedContext())
-    assert ddp["flags"] == [True, False, True, False] and ddp["token"] == {"from": 0}
+    assert ddp["flags"] == [True, False, True, False, False, True] and ddp["token"] == {"from": 0}
     assert len(ddp["losses"]) == STEPS and ddp["losses"][0] != ddp["losses"][-1]
     torch.testing.assert_close(torch.tensor(ddp["losses"]), torch.tensor(losses), rtol=1e-5, atol=1e-6)
     for k, v in weights.items():

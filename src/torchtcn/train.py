@@ -405,6 +405,7 @@ class Trainer:
                 # process must take part in DDP's gradient all-reduce.
                 stand_in = len(idx) == 0
                 batch = to_device(self.datasets["train"].batch(global_idx[:1] if stand_in else idx), self.device)
+                D.seed_step(self.config.seed, self.state["step"], self.ctx)  # per-rank dropout
                 totals = self.train_step(batch, stand_in)
                 if not stand_in:
                     M.add_totals(running, totals)
