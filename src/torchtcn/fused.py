@@ -39,6 +39,8 @@ __all__ = ["BlockSpec", "FusedBlockFunction", "keep_mask", "dropout", "disabled"
 # Below this drop probability the CPU mask sampler draws geometric gaps (n * p random numbers)
 # rather than n uniforms; above it the gaps save little and the scatter costs more.
 _GAP_SAMPLER_MAX_P = 0.25
+# gaps drawn per round beyond the mean, in standard deviations (a second round is then rare)
+_GAP_SLACK_SIGMAS = 8.0
 
 _state = threading.local()
 
@@ -87,9 +89,9 @@ def _gap_drop_positions(n: int, p: float, device) -> torch.Tensor:
         rest = n - start
         mean = rest * p
         # enough gaps to cover the rest with overwhelming probability; loop otherwise
-        m = int(mean + 8.0 * math.sqrt(mean + 1.0) + 16)
+        m = max(1, int(mean + _GAP_SLACK_SIGMAS * math.sqrt(mean + 1.0) + 16))
         u = torch.rand(m, dtype=torch.float64, device=device)
-        steps = torch.log1p(-u).div_(log_keep).floor_().to(torch.int64).add_(1)
+        steps = u.neg_().log1p_().div_(log_keep).floor_().to(torch.int64).add_(1)
         pos = steps.cumsum_(0).add_(start - 1)  # increasing, so the ones < n are a prefix
         inside = int((pos < n).sum())
         chunks.append(pos[:inside])

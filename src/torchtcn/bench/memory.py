@@ -1,16 +1,20 @@
 """``torchtcn bench memory``: peak memory of one training step, each model in its own process.
 
-Method (CPU). A fresh Python process per (model, repeat) builds the model, an Adam optimizer
-and a batch, runs one warm-up step on a short sequence (to load code pages, create kernels and
-the optimizer state), trims the C heap (``malloc_trim``), resets the kernel's resident-set
-high-water mark (``echo 5 > /proc/self/clear_refs``), runs one training step of the full
-size, and reports ``VmHWM - VmRSS(before)``: the extra resident memory the step needed at its
-peak. The process runs with ``MALLOC_MMAP_THRESHOLD_=131072`` so that every block of 128 KiB
-or more is its own mapping and goes back to the system when freed: the peak is then the peak
-of memory in use, not of what glibc's heap happened to retain. Also reported: the bytes
-autograd keeps between forward and backward (distinct storages seen by a saved-tensor hook).
+Method (CPU). A fresh Python process per (model, repeat, allocator setting) builds the model,
+an Adam optimizer and a batch, runs one warm-up step on a short sequence (to load code pages,
+create kernels and the optimizer state), trims the C heap (``malloc_trim``), resets the
+kernel's resident-set high-water mark (``echo 5 > /proc/self/clear_refs``), runs one training
+step of the full size, and reports ``VmHWM - VmRSS(before)``: the extra resident memory the
+step needed at its peak. Two allocator settings:
 
-On CUDA the peak is ``torch.cuda.max_memory_allocated`` around the step.
+* ``glibc``: glibc's defaults, what a user's process sees (freed blocks may stay in the heap
+  and count, since glibc raises its mmap threshold after the first large free);
+* ``live``: ``MALLOC_MMAP_THRESHOLD_=131072``, so that every block of 128 KiB or more is its
+  own mapping and goes back to the system when freed; the peak is then that of memory in use.
+
+Also reported: the bytes autograd keeps between forward and backward (distinct storages seen
+by a saved-tensor hook), which no allocator affects. On CUDA the peak is
+``torch.cuda.max_memory_allocated`` around the step.
 """
 
 from __future__ import annotations
@@ -31,8 +35,8 @@ from . import common
 log = logging.getLogger(__name__)
 
 MIB = 2.0**20
-# every allocation of >= 128 KiB is mmapped and unmapped on free (see the module docstring)
-CHILD_ENV = {"MALLOC_MMAP_THRESHOLD_": "131072"}
+# allocator settings of the child process (see the module docstring)
+ALLOCATORS = {"glibc": {}, "live": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
 WARMUP_LEN = 128
 
 
@@ -124,54 +128,77 @@ def _child_main(argv: list[str]) -> int:
 
 # -- the parent ---------------------------------------------------------------------------------
 def measure_in_subprocess(
-    key: str, batch_size: int, seq_len: int, device: str = "cpu", amp=None, timeout=900
+    key: str, batch_size: int, seq_len: int, device: str = "cpu", allocator: str = "glibc",
+    timeout: float = 900,
 ) -> dict:
-    """:func:`measure` in a fresh process (so no model sees another's allocations)."""
+    """:func:`measure` in a fresh process (so no model sees another's allocations), with the
+    C allocator set up per ``allocator`` (a key of :data:`ALLOCATORS`)."""
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {sorted(ALLOCATORS)}, got {allocator!r}")
     cmd = [
         sys.executable, "-m", "torchtcn.bench.memory", "--child", key,
         "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--device", device,
     ]
-    if amp:
-        cmd += ["--amp", amp]
-    env = {**os.environ, **CHILD_ENV}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(ALLOCATORS[allocator])
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     if proc.returncode != 0:
         raise ValueError(
             f"memory measurement of {key!r} failed (exit {proc.returncode}): "
             f"{proc.stderr.strip()[-2000:]}"
         )
-    return json.loads(proc.stdout.strip().splitlines()[-1])
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    result["allocator"] = allocator
+    return result
 
 
 def measure_all(keys, batch_size, seq_len, repeats, device="cpu") -> dict[str, list[dict]]:
-    """Each contender ``repeats`` times, round-robin, one process per measurement."""
+    """Each contender ``repeats`` times under each allocator setting (CPU; once on CUDA),
+    round-robin, one process per measurement."""
+    allocators = list(ALLOCATORS) if torch.device(device).type == "cpu" else ["glibc"]
     runs: dict[str, list[dict]] = {k: [] for k in keys}
     for r in range(repeats):
         shift = r % len(keys)
         for key in keys[shift:] + keys[:shift]:
-            res = measure_in_subprocess(key, batch_size, seq_len, device)
-            log.debug("%s: %.1f MiB", key, res["peak_mib"])
-            runs[key].append(res)
+            for allocator in allocators:
+                res = measure_in_subprocess(key, batch_size, seq_len, device, allocator)
+                log.debug("%s (%s): %.1f MiB", key, allocator, res["peak_mib"])
+                runs[key].append(res)
     return runs
 
 
 def table(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[str]], list[dict]]:
-    """Header, rows and records: median / min peak, saved-for-backward, ratios to the peers."""
-    med = {k: common.summarize([r["peak_mib"] for r in v]) for k, v in runs.items() if v}
-    peer = med.get(common.PEER, {}).get("median")
-    rnn = med.get(common.RNN_PEER, {}).get("median")
-    header = ["model", "peak MiB (median)", "min", "saved for backward MiB",
-              "x pytorch-tcn", "x LSTM"]
+    """Header, rows and records: median / min peak per allocator setting, saved for backward,
+    and the ratios of the medians to pytorch-tcn's and the LSTM's."""
+    def stats(key, allocator):
+        values = [r["peak_mib"] for r in runs.get(key, []) if r.get("allocator", "glibc") == allocator]
+        return common.summarize(values) if values else None
+
+    allocators = [a for a in ALLOCATORS if any(stats(k, a) for k in runs)]
+    header = ["model"]
+    for a in allocators:
+        header += [f"peak MiB ({a})", "min", "x pytorch-tcn", "x LSTM"]
+    header.append("saved for backward MiB")
     rows, records = [], []
-    for key, s in med.items():
-        saved = runs[key][0]["saved_mib"]
-        rp, rl = common.ratio(s["median"], peer), common.ratio(s["median"], rnn)
-        rows.append([common.CONTENDERS[key].label, f"{s['median']:.0f}", f"{s['min']:.0f}",
-                     f"{saved:.0f}", common.fmt(rp, ".2f"), common.fmt(rl, ".2f")])
-        records.append({"model": key, "label": common.CONTENDERS[key].label,
-                        "peak_mib_median": s["median"], "peak_mib_min": s["min"],
-                        "saved_mib": saved, "vs_pytorch_tcn": rp, "vs_lstm": rl,
-                        "runs": [r["peak_mib"] for r in runs[key]]})
+    for key in runs:
+        if not runs[key]:
+            continue
+        row = [common.CONTENDERS[key].label]
+        rec = {"model": key, "label": common.CONTENDERS[key].label,
+               "saved_mib": runs[key][0]["saved_mib"]}
+        for a in allocators:
+            s = stats(key, a)
+            peer, rnn = stats(common.PEER, a), stats(common.RNN_PEER, a)
+            rp = common.ratio(s["median"], peer and peer["median"])
+            rl = common.ratio(s["median"], rnn and rnn["median"])
+            row += [f"{s['median']:.0f}", f"{s['min']:.0f}", common.fmt(rp, ".2f"),
+                    common.fmt(rl, ".2f")]
+            rec[a] = {"peak_mib_median": s["median"], "peak_mib_min": s["min"],
+                      "vs_pytorch_tcn": rp, "vs_lstm": rl,
+                      "runs": [r["peak_mib"] for r in runs[key] if r.get("allocator", "glibc") == a]}
+        row.append(f"{rec['saved_mib']:.0f}")
+        rows.append(row)
+        records.append(rec)
     return header, rows, records
 
 

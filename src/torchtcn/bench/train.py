@@ -260,13 +260,14 @@ METHOD = """\
   dropout=0.05, use_norm="weight_norm", causal=True)`; torch's `nn.LSTM` with 130 hidden
   units and `nn.GRU` with 150 (about the TCN's parameter count); each followed by the same
   linear head on the last step.
-* **Peak memory**: one fresh process per model and repeat. After a warm-up step on a short
-  sequence, the C heap is trimmed, the kernel's resident high-water mark is reset
-  (`/proc/self/clear_refs`), one full-size step runs, and the table gives
-  `VmHWM - VmRSS(before)`. The processes run with `MALLOC_MMAP_THRESHOLD_=131072` so that
-  freed tensors go back to the system at once and the peak is that of memory in use.
-  "Saved for backward" is the size of the distinct storages autograd keeps between forward
-  and backward (a saved-tensor hook), a second, allocator-independent view.
+* **Peak memory**: one fresh process per model, repeat and allocator setting. After a
+  warm-up step on a short sequence, the C heap is trimmed, the kernel's resident high-water
+  mark is reset (`/proc/self/clear_refs`), one full-size step runs, and the table gives
+  `VmHWM - VmRSS(before)`. "glibc": the allocator's defaults, what a user's process sees.
+  "live": `MALLOC_MMAP_THRESHOLD_=131072`, so that freed tensors go back to the system at
+  once and the peak is that of memory in use. "Saved for backward" is the size of the
+  distinct storages autograd keeps between forward and backward (a saved-tensor hook).
+  The sweep's memory column uses the glibc setting.
 """
 
 
