@@ -177,7 +177,8 @@ def _torchrun(args, env, *launcher, timeout=240):
 
 
 # Rank 0 SIGKILLs itself once, right after a mid-epoch checkpoint of epoch 2, as a crashed node
-# would; torchrun (--max-restarts 1) restarts the group, and --resume picks the run up.
+# would; torchrun restarts the group, and --resume picks the run up (restarts beyond the first
+# only absorb gloo reconnection timeouts on an overloaded machine: the marker kills once).
 DIE_ONCE = """
 import os, signal, sys
 from pathlib import Path
@@ -211,7 +212,7 @@ def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
     script, marker = tmp_path / "die_once.py", tmp_path / "died_at_step"
     script.write_text(DIE_ONCE)
     proc = _torchrun([str(marker), *TRAIN_ARGS, "--out", str(restarted_out), "--checkpoint-every", "3",
-                      "--resume"], env, "--max-restarts", "1", "--monitor-interval", "0.1", str(script))
+                      "--resume"], env, "--max-restarts", "3", "--monitor-interval", "0.1", str(script))
     assert marker.read_text() == "9"  # it died after the checkpoint of step 9 (epoch 2, batch 1)
     assert f"resumed from {restarted_out / 'last.ckpt'}" in proc.stderr + proc.stdout
 
