@@ -234,41 +234,57 @@ def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
     assert one["history"][1]["train_loss"] < one["history"][0]["train_loss"]
 
 
-def _resume_worker(rank: int, world: int, port: int, outs: list, report: str) -> None:
+TINY_RUN = {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5", "channels": "4", "kernel_size": "3"}
+
+
+def _agreement_worker(rank: int, world: int, port: int, outs: list, report: str) -> None:
+    import json
+
     from torchtcn.tasks import build_run
     from torchtcn.train import Trainer
 
     os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
                        "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
     torch.set_num_threads(1)
-    ctx = D.setup("cpu", timeout_s=120)
-    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5",
-                                         "channels": "4", "kernel_size": "3"}, epochs=1)
+    ctx = D.setup("cpu", timeout_s=60)
+    out = {}
+    # 1. only rank 1 reaches a limit (as with time_limit on a slower clock) at its 3rd step:
+    #    both stop there, instead of rank 0 waiting in the next all-reduce forever
+    run = build_run("adding200", "tcn", TINY_RUN, epochs=2, batch_size=2)
+    trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, None, ctx=ctx, quiet=True)
+    if rank == 1:
+        trainer._stop_reason = lambda started: "fake limit" if trainer.state["step"] >= 3 else None
+    result = trainer.fit()
+    out["limit"] = [result.steps, result.complete, result.stop_reason]
+    # 2. rank 0 finds last.ckpt, rank 1 does not (a node-local disk): both refuse to resume
+    run = build_run("adding200", "tcn", TINY_RUN, epochs=1)
     trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, outs[rank],
                       run_info=run.spec.to_dict(), ctx=ctx, quiet=True, use_tensorboard=False)
     try:
         trainer.fit(resume=True)
-        message = "no error"
+        out["resume"] = "no error"
     except ValueError as e:
-        message = str(e)
+        out["resume"] = str(e)
     with open(f"{report}.{rank}", "w") as f:
-        f.write(message)
+        json.dump(out, f)
     D.cleanup(ctx)
 
 
-def test_resume_refuses_a_run_folder_not_shared_by_every_process(tmp_path):
-    """Rank 0 finds last.ckpt, rank 1 does not (as on a node-local disk): both stop."""
+def test_processes_agree_on_stopping_and_on_the_checkpoint_to_resume(tmp_path):
+    import json
+
     from torchtcn.tasks import build_run
     from torchtcn.train import Trainer
 
     shared, local = tmp_path / "rank0", tmp_path / "rank1-local"
-    run = build_run("adding200", "tcn", {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5",
-                                         "channels": "4", "kernel_size": "3"}, epochs=1)
+    run = build_run("adding200", "tcn", TINY_RUN, epochs=1)
     Trainer(run.task, run.model, run.datasets, run.spec.train, shared, run_info=run.spec.to_dict(),
             quiet=True, use_tensorboard=False).fit()
     report = str(tmp_path / "report")
-    mp.start_processes(_resume_worker, args=(2, free_port(), [str(shared), str(local)], report),
+    mp.start_processes(_agreement_worker, args=(2, free_port(), [str(shared), str(local)], report),
                        nprocs=2, join=True, start_method="spawn")
-    for rank in (0, 1):
-        text = open(f"{report}.{rank}").read()
-        assert "last.ckpt exists for some processes and not for others" in text, (rank, text)
+    reports = [json.loads(open(f"{report}.{rank}").read()) for rank in (0, 1)]
+    assert reports[0]["limit"] == [3, False, "a limit was reached on another process"]
+    assert reports[1]["limit"] == [3, False, "fake limit"]
+    for rank, r in enumerate(reports):
+        assert "last.ckpt exists for some processes and not for others" in r["resume"], (rank, r)
