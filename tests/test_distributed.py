@@ -288,3 +288,22 @@ def test_processes_agree_on_stopping_and_on_the_checkpoint_to_resume(tmp_path):
     assert reports[1]["limit"] == [3, False, "fake limit"]
     for rank, r in enumerate(reports):
         assert "last.ckpt exists for some processes and not for others" in r["resume"], (rank, r)
+
+
+@pytest.mark.gpu
+def test_nccl_two_gpus_equal_one_gpu(tmp_path):
+    if torch.cuda.device_count() < 2:
+        pytest.skip("NCCL needs one GPU per process: this test needs 2 CUDA devices")
+    args = [a if a != "cpu" else "cuda" for a in TRAIN_ARGS]
+    env = dict(os.environ, PYTHONWARNINGS="ignore")
+    proc = _torchrun([*args, "--out", str(tmp_path / "nccl")], env, "-m", "torchtcn.cli")
+    assert "backend nccl" in proc.stdout + proc.stderr
+
+    from torchtcn.cli import main
+
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    (ddp, ddp_w), (one, one_w) = _run_record(tmp_path / "nccl"), _run_record(tmp_path / "one")
+    for a, b in zip(ddp["history"], one["history"], strict=True):
+        assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
+    for k in one_w:  # cuDNN picks algorithms per shape: looser than on CPU
+        torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-4, atol=1e-5, msg=k)

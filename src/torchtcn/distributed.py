@@ -135,26 +135,34 @@ def context_from_env(
     )
 
 
-def setup(
-    device: str | torch.device | None = None,
-    *,
-    environ: Mapping[str, str] | None = None,
-    timeout_s: float = 600.0,
-) -> DistributedContext:
+def setup(device: str | torch.device | None = None, *, timeout_s: float = 600.0) -> DistributedContext:
     """Join the process group ``torchrun`` describes (no-op for a single process).
 
     Initialises ``torch.distributed`` with ``gloo`` (CPU) or ``nccl`` (CUDA) from the
-    ``env://`` variables, pins the CUDA device to ``LOCAL_RANK``, and silences INFO logging on
-    every process but rank 0 (warnings and errors still show, prefixed by nothing: the
-    launcher prefixes the rank).
+    ``env://`` variables (under torchrun this reuses the launcher's store), pins the CUDA
+    device to ``LOCAL_RANK``, and silences INFO logging on every process but rank 0 (warnings
+    and errors still show on every process).
+
+    Args:
+        device: ``"cpu"``, ``"cuda"`` or None (CUDA when available).
+        timeout_s: how long a collective may wait for the other processes.
 
     Returns:
         The :class:`DistributedContext` of this process.
+
+    Raises:
+        ValueError: inconsistent torchrun variables, or CUDA asked for but not available.
     """
-    ctx = context_from_env(environ, device)
+    ctx = context_from_env(None, device)
     if not ctx.enabled:
         return ctx
     if ctx.device.type == "cuda":
+        if not torch.cuda.is_available() or ctx.device.index >= torch.cuda.device_count():
+            raise ValueError(
+                f"process {ctx.rank} wants {ctx.device} but this node has "
+                f"{torch.cuda.device_count()} CUDA devices: use --nproc_per_node <= GPUs per node, "
+                "or --device cpu"
+            )
         torch.cuda.set_device(ctx.device)
     if not dist.is_initialized():
         dist.init_process_group(
