@@ -24,10 +24,11 @@ How it works (see ``docs/streaming.md``):
   convolution owning ``(k - 1) * d`` consecutive slots used as a ring indexed by the global
   frame counter. Nothing grows and nothing is concatenated on the hot path.
 * **Fast single-frame step.** For a causal model and ``t == 1`` the step gathers *all* past taps
-  of *all* layers with one ``index_select`` (their indices are tabulated per ring position),
-  computes every layer's past contribution with one batched matmul, then walks the layers
-  doing one small ``addmm`` with the current-input tap each, and writes all new inputs back
-  with one ``index_copy_``. About three tensor ops per convolution.
+  of *all* layers with one ``index_select`` (their indices are tabulated per ring position)
+  into a preallocated work tensor, then walks the layers doing one ``addmm`` per convolution
+  (its k taps, the current one written there by the layer below) and one activation, and
+  writes all new inputs back with one ``index_copy_``. About three tensor ops per
+  convolution, none of which allocates on the ring.
 * **Chunks.** Any ``t >= 1`` (and every non-causal model) goes through the general path:
   per convolution, gather its window from the ring, run ``conv1d`` on window + chunk, write the
   newest frames back.
@@ -87,8 +88,6 @@ class _Conv:
     layer_norm: tuple | None  # (weight, bias, eps, (C,)): per-frame layer norm over channels
     act: object  # callable on (..., C, N) tensors, channel dim -2; None = identity
     gate: str | None  # "glu" | "wavenet" | None (then ``act`` applies)
-    # fast path only: the current-frame tap (C_out, C_in)
-    w_now: torch.Tensor | None = None
 
 
 @dataclass
@@ -274,26 +273,28 @@ def prepare(model) -> StreamPlan:
 
 
 def _prepare_fast(plan: StreamPlan, k: int) -> dict:
-    """Stacked weights and ring-index tables of the single-frame step (causal models)."""
+    """Per-conv flattened weights and ring-index tables of the single-frame step (causal).
+
+    Conv j reads a (k, C_max, N) block of a work tensor ``cols``: taps 0 .. k-2 are gathered
+    from the ring, tap k-1 is the current input, written there by the layer below; so every
+    convolution is one ``addmm`` of its (C_out, k * C_max) weight with that block. (One small
+    matmul per layer on purpose: a batched matmul over layers would be a single op, but it
+    goes through OpenMP and stalls for milliseconds on a busy machine.)
+    """
     convs = [c for b in plan.blocks for c in (b.conv1, b.conv2)]
     J, c_max = len(convs), plan.c_max
-    cout_max = max(c.weight.shape[0] for c in convs)
-    dt, dev = plan.dtype, plan.device
+    w_full = []
     for c in convs:
-        c.w_now = c.weight[:, :, k - 1].contiguous()
-    fast = {"convs": convs, "J": J, "k": k, "cout_max": cout_max}
-    if k == 1:
-        fast["bias"] = [c.bias[:, None] for c in convs]
-        return fast
-    # Past taps m = 0 .. k-2 of conv j read the input (k - 1 - m) * d frames back.
-    w_past = torch.zeros(J, cout_max, k - 1, c_max, dtype=dt, device=dev)
-    bias = torch.zeros(J, cout_max, 1, dtype=dt, device=dev)
-    for j, c in enumerate(convs):
         co, ci, _ = c.weight.shape
-        w_past[j, :co, :, :ci] = c.weight[:, :, : k - 1].permute(0, 2, 1)
-        bias[j, :co, 0] = c.bias
-    fast["w_past"] = w_past.reshape(J, cout_max, (k - 1) * c_max)
-    fast["bias3"] = bias
+        w = c.weight.new_zeros(co, k, c_max)
+        w[:, :, :ci] = c.weight.permute(0, 2, 1)
+        w_full.append(w.reshape(co, k * c_max))
+    fast = {"convs": convs, "J": J, "k": k, "w_full": w_full,
+            "bias": [c.bias[:, None] for c in convs]}
+    if k == 1:
+        return fast
+    dev = plan.device
+    # Past taps m = 0 .. k-2 of conv j read the input (k - 1 - m) * d frames back.
     back = torch.tensor(
         [(k - 1 - m) * c.dilation for c in convs for m in range(k - 1)], dtype=torch.long
     )
@@ -587,18 +588,16 @@ def _scratch(plan: StreamPlan, state: TCNState) -> dict:
         return s
     f, n = plan.fast, state.batch_size
     J, k, c_max = f["J"], f["k"], plan.c_max
-    kw = dict(dtype=plan.dtype, device=plan.device)
-    cur = torch.zeros(J, c_max, n, **kw)
-    s = {"plan": plan, "cur": cur}
+    cols = torch.zeros(J, k, c_max, n, dtype=plan.dtype, device=plan.device)
     convs = f["convs"]
-    s["cur_in"] = [cur[j, : c.weight.shape[1]] for j, c in enumerate(convs)]
-    if k > 1:
-        pre = torch.empty(J, f["cout_max"], n, **kw)
-        cols = torch.empty(J * (k - 1), c_max, n, **kw)
-        s.update(pre=pre, cols=cols, cols3=cols.view(J, (k - 1) * c_max, n))
-        s["pre_j"] = [pre[j, : c.weight.shape[0]] for j, c in enumerate(convs)]
-    else:
-        s["pre_j"] = [c.bias[:, None] for c in convs]
+    s = {
+        "plan": plan,
+        "cols": cols,
+        "past": torch.empty(J * (k - 1), c_max, n, dtype=plan.dtype, device=plan.device),
+        "cur": cols[:, k - 1],  # (J, C_max, N): every conv's current input
+        "cur_in": [cols[j, k - 1, : c.weight.shape[1]] for j, c in enumerate(convs)],
+        "block": [cols[j].view(k * c_max, n) for j in range(J)],
+    }
     state._scratch = s
     return s
 
@@ -627,23 +626,22 @@ def _step_fast(plan: StreamPlan, x: torch.Tensor, state: TCNState) -> torch.Tens
             back, span_g, slot_g, span_w, slot_w = f["index_parts"]
             g_idx = slot_g + (pos - back) % span_g
             w_idx = slot_w + pos % span_w
-        torch.index_select(buf, 0, g_idx, out=s["cols"])
-        torch.baddbmm(f["bias3"], f["w_past"], s["cols3"], out=s["pre"])
-    cur_in, pre_j = s["cur_in"], s["pre_j"]
+        past = torch.index_select(buf, 0, g_idx, out=s["past"])
+        s["cols"][:, : k - 1].copy_(past.view(f["J"], k - 1, plan.c_max, -1))
+    cur_in, block, w_full, bias = s["cur_in"], s["block"], f["w_full"], f["bias"]
     h = cur_in[0].copy_(x[:, :, 0].T if plan.layout == "NCL" else x[:, 0, :].T)
     blocks = plan.blocks
     last = len(blocks) - 1
     skip_sum = None
     for i, b in enumerate(blocks):
         j = 2 * i
-        c1, c2 = b.conv1, b.conv2
-        u = _finish_unit(c1, torch.addmm(pre_j[j], c1.w_now, h), cur_in[j + 1])
-        u = _finish_unit(c2, torch.addmm(pre_j[j + 1], c2.w_now, u), None)
+        u = _finish_unit(b.conv1, torch.addmm(bias[j], w_full[j], block[j]), cur_in[j + 1])
+        u = _finish_unit(b.conv2, torch.addmm(bias[j + 1], w_full[j + 1], block[j + 1]), None)
         if b.down is not None:
-            u = torch.addmm(u, b.down[0], h, beta=1).add_(b.down[1][:, None])
+            u = torch.addmm(u, b.down[0], h).add_(b.down[1][:, None])
         else:
             u = u.add_(h)
-        # The block output is the next block's conv input: write it straight into the ring.
+        # The block output is the next block's conv input: write it straight into place.
         if i < last:
             h = cur_in[j + 2]
             if b.out_act is torch.relu:
