@@ -354,3 +354,12 @@ def test_cuda_stream_matches_full_pass():
     x = torch.randn(4, 1, 300, device="cuda")
     got = stream(model, x, chunk_sizes("one", 300), flush=False)
     torch.testing.assert_close(got, model(x), rtol=0, atol=1e-4)
+
+
+def test_ring_positions_without_a_precomputed_table():
+    """Dilations whose ring lengths have a huge lcm: indices are computed per step."""
+    model = make(18, in_channels=1, channels=[2, 2, 2, 2], kernel_size=7, dilations=[7, 11, 13, 17])
+    state = model.init_state(1)
+    assert "gather_table" not in torchtcn.streaming.plan_for(model).fast
+    x = inputs(model, 1, 400, 18)
+    torch.testing.assert_close(stream(model, x, [1] * 400, state), model(x), rtol=0, atol=1e-10)
