@@ -251,8 +251,7 @@ def _block_forward(x, w1, b1, w2, b2, wd, bd, spec: BlockSpec):
     drop_(z2, spec.p2, spec.channel2)
     k2 = z2 > 0
     res = x if wd is None else F.conv1d(x, wd, bd)
-    out = torch.add(res, z2.clamp_min_(0), alpha=s2)
-    del z2
+    out = torch.add(res, z2.clamp_min_(0), alpha=s2, out=z2)  # in place: one buffer fewer
     if spec.residual_relu:
         out = out.relu_()
     return out, h1p, k2
@@ -329,7 +328,8 @@ class FusedBlockFunction(torch.autograd.Function):
         gb2 = _scaled(q2.sum((0, 2)), s2) if b2 is not None and need[4] else None
         # unit 1: dL/dz1 = s1 * s2 * [h1 > 0] * conv_input_grad(q2, w2); q1 = dL/dz1 / (s1 s2)
         h1 = h1p[:, :, left : left + t]
-        q1 = torch.ops.aten.threshold_backward(_conv_input_grad(q2, w2, d, pad), h1, 0)
+        gh1 = _conv_input_grad(q2, w2, d, pad)
+        q1 = torch.ops.aten.threshold_backward.grad_input(gh1, h1, 0, grad_input=gh1)
         del q2, h1, h1p
         gw1 = _scaled(_conv_weight_grad(q1, _pad(x, pad), w1, d), c) if need[1] else None
         gb1 = _scaled(q1.sum((0, 2)), c) if b1 is not None and need[2] else None
@@ -342,7 +342,8 @@ class FusedBlockFunction(torch.autograd.Function):
         else:
             gres = q
         if need[0]:
-            gx = torch.add(gres, _conv_input_grad(q1, w1, d, pad), alpha=c)
+            gx1 = _conv_input_grad(q1, w1, d, pad)
+            gx = torch.add(gres, gx1, alpha=c, out=gx1 if gx1.is_contiguous() else None)
         return gx, gw1, gb1, gw2, gb2, gwd, gbd, None
 
 

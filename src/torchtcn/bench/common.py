@@ -242,6 +242,46 @@ def _cpu_name() -> str:
     return platform.processor() or "unknown"
 
 
+# -- the C allocator ------------------------------------------------------------------------------
+# Environment of a child process per allocator setting. glibc's defaults move its mmap and trim
+# thresholds with the history of frees, so the page faults a training step pays (tens of
+# thousands a step at these sizes, a large share of its time) depend on what ran before in the
+# process; "tuned" fixes the thresholds so that freed memory is reused and no model pays them;
+# "live" returns every block of >= 128 KiB to the system when freed (for memory peaks).
+ALLOCATORS = {
+    "glibc": {},
+    "tuned": {"MALLOC_MMAP_THRESHOLD_": "33554432", "MALLOC_TRIM_THRESHOLD_": "1073741824"},
+    "live": {"MALLOC_MMAP_THRESHOLD_": "131072"},
+}
+
+
+def child_env(allocator: str) -> dict:
+    """``os.environ`` with the C allocator set up per ``allocator`` (a key of ALLOCATORS)."""
+    import os
+
+    if allocator not in ALLOCATORS:
+        raise ValueError(f"allocator must be one of {sorted(ALLOCATORS)}, got {allocator!r}")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    env.update(ALLOCATORS[allocator])
+    return env
+
+
+def run_child(module: str, argv: list[str], allocator: str, timeout: float = 1800):
+    """Run ``python -m module argv...`` in a fresh process; its last stdout line, as JSON."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", module, *argv]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=child_env(allocator),
+                          timeout=timeout)
+    if proc.returncode != 0:
+        raise ValueError(
+            f"{module} {' '.join(argv)} failed (exit {proc.returncode}): "
+            f"{proc.stderr.strip()[-2000:]}"
+        )
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 # -- output -------------------------------------------------------------------------------------
 def ratio(a: float | None, b: float | None) -> float | None:
     if a is None or b is None or b == 0 or (isinstance(a, float) and math.isnan(a)):

@@ -24,8 +24,6 @@ import ctypes
 import gc
 import json
 import logging
-import os
-import subprocess
 import sys
 
 import torch
@@ -35,8 +33,8 @@ from . import common
 log = logging.getLogger(__name__)
 
 MIB = 2.0**20
-# allocator settings of the child process (see the module docstring)
-ALLOCATORS = {"glibc": {}, "live": {"MALLOC_MMAP_THRESHOLD_": "131072"}}
+# allocator settings of the child processes (see the module docstring)
+ALLOCATORS = ("glibc", "live")
 WARMUP_LEN = 128
 
 
@@ -132,22 +130,10 @@ def measure_in_subprocess(
     timeout: float = 900,
 ) -> dict:
     """:func:`measure` in a fresh process (so no model sees another's allocations), with the
-    C allocator set up per ``allocator`` (a key of :data:`ALLOCATORS`)."""
-    if allocator not in ALLOCATORS:
-        raise ValueError(f"allocator must be one of {sorted(ALLOCATORS)}, got {allocator!r}")
-    cmd = [
-        sys.executable, "-m", "torchtcn.bench.memory", "--child", key,
-        "--batch-size", str(batch_size), "--seq-len", str(seq_len), "--device", device,
-    ]
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    env.update(ALLOCATORS[allocator])
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
-    if proc.returncode != 0:
-        raise ValueError(
-            f"memory measurement of {key!r} failed (exit {proc.returncode}): "
-            f"{proc.stderr.strip()[-2000:]}"
-        )
-    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    C allocator set up per ``allocator`` (see :data:`common.ALLOCATORS`)."""
+    argv = ["--child", key, "--batch-size", str(batch_size), "--seq-len", str(seq_len),
+            "--device", device]
+    result = common.run_child("torchtcn.bench.memory", argv, allocator, timeout)
     result["allocator"] = allocator
     return result
 
