@@ -162,6 +162,7 @@ def markdown(result: dict) -> str:
         f"{m.get('threads')} threads; torch {m.get('torch')}; pytorch-tcn "
         f"{m.get('pytorch-tcn', 'not installed')}; {result['date']}.",
         "",
+        "",
     ]
     return "\n".join(head) + tables(result, common.markdown_table) + "\n"
 
