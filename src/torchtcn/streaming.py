@@ -125,6 +125,10 @@ class StreamPlan:
     mask_delays: list = field(default_factory=list)
 
     def is_current(self) -> bool:
+        # ``model.to(...)``/``.double()`` swap ``param.data`` without bumping versions.
+        first = self.sources[0]
+        if first.dtype != self.dtype or first.device != self.device:
+            return False
         return [t._version for t in self.sources] == self.versions
 
 
