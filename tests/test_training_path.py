@@ -134,6 +134,53 @@ def test_fused_equals_reference_float64(cfg, recorded_masks, fused_calls):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+LAST_STEP_CONFIGS = [
+    dict(),
+    dict(dropout_kind="channel"),
+    dict(residual_activation=False),
+    dict(dropout=0.6),
+    dict(low_memory=True),
+    dict(low_memory=True, dropout_kind="channel"),
+    dict(low_memory=True, dropout=0.6),
+    dict(causal=False, kernel_size=3),  # padding (2d/2 each side): a multiple of d
+    dict(channels=[8, 8, 6, 6], dilations=[1, 2, 4, 8]),
+]
+
+
+@pytest.mark.parametrize("cfg", LAST_STEP_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
+@pytest.mark.parametrize("steps", [[-1], [-1, -2], [-3, -7]], ids=["last", "last-two", "sparse"])
+def test_sparse_time_gradients_equal_reference(cfg, steps, recorded_masks, monkeypatch):
+    """A loss on a few steps: blocks run their backward on the residue classes carrying
+    gradient; the result must equal the reference's exactly."""
+    residue_runs = []
+    original = fused._residue_backward
+    monkeypatch.setattr(fused, "_residue_backward",
+                        lambda *a: residue_runs.append(a[1].tolist()) or original(*a))
+    model = make(**cfg)
+    x = input_for(model, t=64)
+    out = model(x)
+    masks = list(recorded_masks)
+    ref = reference_forward(model, x, masks)
+    weight = torch.zeros_like(out)
+    time_axis = 1 if model.layout == "NLC" else 2
+    for i, t in enumerate(steps):
+        weight.select(time_axis, t).normal_()
+    params = list(model.parameters())
+    got = torch.autograd.grad((out * weight).sum(), [x, *params])
+    assert residue_runs, "no block took the residue path"
+    want = torch.autograd.grad((ref * weight).sum(), [x, *params])
+    for a, b in zip(got, want):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+def test_no_gradient_reaching_a_block():
+    model = make()
+    x = input_for(model)
+    out = model(x)
+    (gx,) = torch.autograd.grad((out * 0).sum(), [x])
+    assert torch.equal(gx, torch.zeros_like(x))
+
+
 def test_fused_gradcheck_with_dropout():
     model = make(in_channels=2, channels=[3, 3], dropout=0.3)
     x = input_for(model, n=2, t=9)

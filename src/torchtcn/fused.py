@@ -233,28 +233,177 @@ def _scaled(t, factor: float):
     return t if t is None or factor == 1.0 else t.mul_(factor)
 
 
-def _block_forward(x, w1, b1, w2, b2, wd, bd, spec: BlockSpec):
+def _block_forward(x, w1, b1, w2, b2, wd, bd, spec: BlockSpec, geometry=None, masks=None):
     """The block's output and what backward needs: ``(out, h1_padded, k2)``.
 
     ``h1_padded`` is unit 1's output before its dropout scale ``s1`` (zero where relu or
     dropout zeroed it, so it is its own relu / dropout mask in backward); ``s1`` is folded into
     unit 2's weights (``conv(s1 * h, w) == conv(h, s1 * w)``). ``k2`` is unit 2's keep mask
     (relu and dropout), a bool tensor, because unit 2's output is never kept.
+
+    ``geometry``: (dilation, padding) to use instead of the spec's (the residue-class
+    subsequences of :class:`_Residues` run with dilation 1). ``masks``: (keep1, keep2) dropout
+    masks to apply instead of drawing them.
     """
-    d = spec.dilation
+    d, pad = geometry if geometry is not None else (spec.dilation, spec.padding)
     s1 = 1.0 / (1.0 - spec.p1)
     s2 = 1.0 / (1.0 - spec.p2)
-    z1 = F.conv1d(_pad(x, spec.padding), w1, b1, dilation=d)
-    h1p = _relu_padded(drop_(z1, spec.p1, spec.channel1), spec.padding)
+    z1 = F.conv1d(_pad(x, pad), w1, b1, dilation=d)
+    _apply_dropout(z1, spec.p1, spec.channel1, None if masks is None else masks[0])
+    h1p = _relu_padded(z1, pad)
     del z1
     z2 = F.conv1d(h1p, w2 * s1 if s1 != 1.0 else w2, b2, dilation=d)
-    drop_(z2, spec.p2, spec.channel2)
+    _apply_dropout(z2, spec.p2, spec.channel2, None if masks is None else masks[1])
     k2 = z2 > 0
     res = x if wd is None else F.conv1d(x, wd, bd)
     out = torch.add(res, z2.clamp_min_(0), alpha=s2, out=z2)  # in place: one buffer fewer
     if spec.residual_relu:
         out = out.relu_()
     return out, h1p, k2
+
+
+def _apply_dropout(z, p, per_channel, keep):
+    if keep is not None:
+        z.mul_(_as_factor(keep))
+    elif p > 0.0:
+        drop_(z, p, per_channel)
+
+
+def _block_backward(grad, x, h1p, k2, out, w1, b1, w2, b2, wd, bd, spec, geometry, need):
+    """Gradients (x, w1, b1, w2, b2, wd, bd) of the block from what forward kept."""
+    d, pad = geometry
+    left, t = pad[0], grad.shape[-1]
+    s1 = 1.0 / (1.0 - spec.p1)
+    s2 = 1.0 / (1.0 - spec.p2)
+    c = s1 * s2
+    # dL/d(residual sum)
+    q = torch.ops.aten.threshold_backward(grad, out, 0) if out is not None else grad
+    del out
+    # unit 2: z2 = conv(h1p, s1 * w2) + b2 and out = res + s2 * k2 * z2. q2 = dL/dz2 / s2
+    q2 = torch.mul(q, _as_factor(k2))
+    del k2
+    gw2 = _scaled(_conv_weight_grad(q2, h1p, w2, d), c) if need[3] else None
+    gb2 = _scaled(q2.sum((0, 2)), s2) if b2 is not None and need[4] else None
+    # unit 1: dL/dz1 = s1 * s2 * [h1 > 0] * conv_input_grad(q2, w2); q1 = dL/dz1 / (s1 s2)
+    h1 = h1p[:, :, left : left + t]
+    gh1 = _conv_input_grad(q2, w2, d, pad)
+    q1 = torch.ops.aten.threshold_backward.grad_input(gh1, h1, 0, grad_input=gh1)
+    del q2, h1, h1p
+    gw1 = _scaled(_conv_weight_grad(q1, _pad(x, pad), w1, d), c) if need[1] else None
+    gb1 = _scaled(q1.sum((0, 2)), c) if b1 is not None and need[2] else None
+    gx = gwd = gbd = None
+    if wd is not None and (need[0] or need[5] or need[6]):
+        gres, gwd, gbd = torch.ops.aten.convolution_backward(
+            q, x, wd, [wd.shape[0]] if bd is not None else None, [1], [0], [1], False, [0],
+            1, [need[0], need[5], bd is not None and need[6]],
+        )
+    else:
+        gres = q
+    if need[0]:
+        gx1 = _conv_input_grad(q1, w1, d, pad)
+        gx = torch.add(gres, gx1, alpha=c, out=gx1 if gx1.is_contiguous() else None)
+    return gx, gw1, gb1, gw2, gb2, gwd, gbd
+
+
+# -- gradients on a few residue classes -------------------------------------------------------
+# With a loss on the last step only (sequence classification, the adding problem) the gradient
+# reaching a block with dilation d is nonzero only at steps of one residue class mod d: the
+# block's dilated convolutions never mix residue classes (when the padding is a multiple of d),
+# so its backward runs exactly on those classes' subsequences, dilation 1, 1/d of the work.
+_RESIDUE_MAX_FRACTION = 0.5  # of the time steps; above it the dense backward is as fast
+
+
+def _gradient_residues(grad: torch.Tensor, spec: BlockSpec):
+    """The residues (mod the dilation) of the steps where ``grad`` is nonzero, as a LongTensor,
+    when the backward on those classes does at most ``_RESIDUE_MAX_FRACTION`` of the work;
+    otherwise None."""
+    d, (left, right) = spec.dilation, spec.padding
+    t = grad.shape[-1]
+    if d == 1 or left % d or right % d:
+        return None
+    length = -(-t // d)
+    most = int(_RESIDUE_MAX_FRACTION * t) // length
+    if most < 1:
+        return None
+    # quick rejection (dense gradients, e.g. a loss at every step) from the last d steps
+    tail = grad[:, :, -d:].ne(0).any(0).any(0)
+    if int(tail.sum()) > most:
+        return None
+    steps = grad.ne(0).any(0).any(0).nonzero().squeeze(1)
+    residues = torch.unique(steps.remainder_(d))
+    return residues if residues.numel() <= most else None
+
+
+class _Residues:
+    """Gather (N, C, T) tensors to the subsequences of some residue classes mod d, stacked on
+    the batch axis: (N * R, C, L), L = ceil(T / d); and scatter back. Steps past T (classes
+    shorter than L) are clamped on gather and must carry zero gradient; they come last in
+    time, so causal and residue-aligned convolutions never let them reach a valid step."""
+
+    def __init__(self, residues: torch.Tensor, d: int, t: int):
+        self.r, self.length, self.t = residues.numel(), -(-t // d), t
+        pos = residues.view(-1, 1) + d * torch.arange(self.length, device=residues.device)
+        self.valid = (pos < t).view(1, self.r, 1, self.length)
+        self.all_valid = bool(self.valid.all())
+        self.index = pos.clamp_(max=t - 1).flatten()
+
+    def gather(self, a: torch.Tensor, zero_invalid: bool = False) -> torch.Tensor:
+        n, c, _ = a.shape
+        g = a.index_select(2, self.index).view(n, c, self.r, self.length).transpose(1, 2)
+        if zero_invalid and not self.all_valid:
+            g = g * self.valid
+        return g.reshape(n * self.r, c, self.length)
+
+    def repeat(self, a: torch.Tensor) -> torch.Tensor:
+        """A per-(sample, channel) tensor (N, C, 1) for the stacked subsequences."""
+        n, c, one = a.shape
+        return a.unsqueeze(1).expand(n, self.r, c, one).reshape(n * self.r, c, one)
+
+    def scatter(self, a: torch.Tensor) -> torch.Tensor:
+        nr, c, _ = a.shape
+        n = nr // self.r
+        src = a.view(n, self.r, c, self.length).transpose(1, 2).reshape(n, c, -1)
+        out = a.new_zeros(n, c, self.t)
+        if self.all_valid:
+            return out.index_copy_(2, self.index, src)
+        keep = self.valid.flatten()
+        return out.index_copy_(2, self.index[keep], src[:, :, keep])
+
+
+def _residue_backward(grad, residues, x, saved, weights, spec, need, rng):
+    """:func:`_block_backward` on the residue classes that carry gradient."""
+    w1, b1, w2, b2, wd, bd = weights
+    d, (left, right) = spec.dilation, spec.padding
+    t = grad.shape[-1]
+    sub = _Residues(residues, d, t)
+    geometry = (1, (left // d, right // d))
+    x_r = sub.gather(x)
+    if saved is None:  # low_memory: recompute the block on the subsequences only
+        with _restored_rng(x.device, rng) if rng is not None else _nothing():
+            masks = [_residue_mask(x, spec.p1, spec.channel1, w1.shape[0], sub),
+                     _residue_mask(x, spec.p2, spec.channel2, w2.shape[0], sub)]
+        out_r, h1p_r, k2_r = _block_forward(x_r, *weights, spec, geometry, masks)
+    else:
+        h1p, k2, out = saved
+        h1p_r = _pad(sub.gather(h1p[:, :, left : left + t]), geometry[1])
+        k2_r = sub.gather(k2)
+        out_r = sub.gather(out) if out is not None else None
+    if not spec.residual_relu:
+        out_r = None
+    grads = _block_backward(sub.gather(grad, zero_invalid=True), x_r, h1p_r, k2_r, out_r,
+                            *weights, spec, geometry, need)
+    gx = None if grads[0] is None else sub.scatter(grads[0])
+    return (gx, *grads[1:])
+
+
+def _residue_mask(x, p, per_channel, channels, sub: _Residues):
+    # the mask drop_ drew in forward for an (N, channels, T) activation, on the subsequences
+    if p == 0.0:
+        return None
+    n, _, t = x.shape
+    shape = (n, channels, 1) if per_channel else (n, channels, t)
+    keep = keep_mask(shape, p, x.device)
+    return sub.repeat(keep) if per_channel else sub.gather(keep)
 
 
 def _rng_state(device: torch.device):
@@ -306,45 +455,27 @@ class FusedBlockFunction(torch.autograd.Function):
     def backward(ctx, grad):
         spec = ctx.spec
         x, w1, b1, w2, b2, wd, bd, *rest = ctx.saved_tensors
+        weights = (w1, b1, w2, b2, wd, bd)
+        need = ctx.needs_input_grad
+        grad = grad.contiguous()
+        residues = _gradient_residues(grad, spec)
+        if residues is not None and residues.numel() == 0:  # no gradient reaches the block
+            return tuple(None if t is None or not n else torch.zeros_like(t)
+                         for t, n in zip((x, *weights), need)) + (None,)
+        if residues is not None:
+            saved = None if spec.recompute else rest
+            return (*_residue_backward(grad, residues, x, saved, weights, spec, need, ctx.rng),
+                    None)
         if spec.recompute:
             with _restored_rng(x.device, ctx.rng) if ctx.rng is not None else _nothing():
-                out, h1p, k2 = _block_forward(x, w1, b1, w2, b2, wd, bd, spec)
+                out, h1p, k2 = _block_forward(x, *weights, spec)
+            if not spec.residual_relu:
+                out = None
         else:
             h1p, k2, out = rest
-        need = ctx.needs_input_grad
-        d, pad = spec.dilation, spec.padding
-        left, t = pad[0], grad.shape[-1]
-        s1 = 1.0 / (1.0 - spec.p1)
-        s2 = 1.0 / (1.0 - spec.p2)
-        c = s1 * s2
-        grad = grad.contiguous()
-        # dL/d(residual sum)
-        q = torch.ops.aten.threshold_backward(grad, out, 0) if spec.residual_relu else grad
-        del out
-        # unit 2: z2 = conv(h1p, s1 * w2) + b2 and out = res + s2 * k2 * z2. q2 = dL/dz2 / s2
-        q2 = torch.mul(q, _as_factor(k2))
-        del k2
-        gw2 = _scaled(_conv_weight_grad(q2, h1p, w2, d), c) if need[3] else None
-        gb2 = _scaled(q2.sum((0, 2)), s2) if b2 is not None and need[4] else None
-        # unit 1: dL/dz1 = s1 * s2 * [h1 > 0] * conv_input_grad(q2, w2); q1 = dL/dz1 / (s1 s2)
-        h1 = h1p[:, :, left : left + t]
-        gh1 = _conv_input_grad(q2, w2, d, pad)
-        q1 = torch.ops.aten.threshold_backward.grad_input(gh1, h1, 0, grad_input=gh1)
-        del q2, h1, h1p
-        gw1 = _scaled(_conv_weight_grad(q1, _pad(x, pad), w1, d), c) if need[1] else None
-        gb1 = _scaled(q1.sum((0, 2)), c) if b1 is not None and need[2] else None
-        gx = gwd = gbd = None
-        if wd is not None and (need[0] or need[5] or need[6]):
-            gres, gwd, gbd = torch.ops.aten.convolution_backward(
-                q, x, wd, [wd.shape[0]] if bd is not None else None, [1], [0], [1], False, [0],
-                1, [need[0], need[5], bd is not None and need[6]],
-            )
-        else:
-            gres = q
-        if need[0]:
-            gx1 = _conv_input_grad(q1, w1, d, pad)
-            gx = torch.add(gres, gx1, alpha=c, out=gx1 if gx1.is_contiguous() else None)
-        return gx, gw1, gb1, gw2, gb2, gwd, gbd, None
+        geometry = (spec.dilation, spec.padding)
+        grads = _block_backward(grad, x, h1p, k2, out, *weights, spec, geometry, need)
+        return (*grads, None)
 
 
 @contextlib.contextmanager
