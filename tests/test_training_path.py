@@ -451,7 +451,7 @@ def test_bench_train_small_run_writes_page(tmp_path, capsys):
     md, js = tmp_path / "perf.md", tmp_path / "perf.json"
     args = parser.parse_args([
         "--models", "torchtcn-lowmem,lstm", "--batch-size", "2", "--seq-len", "16",
-        "--repeats", "1", "--warmup", "1", "--markdown", str(md), "--json", str(js),
+        "--repeats", "1", "--warmup", "1", "--allocators", "tuned", "--markdown", str(md), "--json", str(js),
         "--device", "cpu",
     ])
     assert train.run(args) == 0
@@ -462,8 +462,9 @@ def test_bench_train_small_run_writes_page(tmp_path, capsys):
     import json
 
     record = json.loads(js.read_text())
-    assert {r["model"] for r in record["timing"]} == {"torchtcn-lowmem", "lstm"}
-    lstm = next(r for r in record["timing"] if r["model"] == "lstm")
+    timing = record["timing"]["tuned"]
+    assert {r["model"] for r in timing} == {"torchtcn-lowmem", "lstm"}
+    lstm = next(r for r in timing if r["model"] == "lstm")
     assert lstm["speedup_vs_lstm"] == pytest.approx(1.0)
 
 

@@ -137,6 +137,7 @@ class StepOptions:
 
     amp: str | None = None  # None | "bf16" | "fp16" (fp16 uses a GradScaler; CUDA only)
     compile: bool = False
+    every_step: bool = False  # loss at every step (the head at each step), not the last only
 
     @property
     def suffix(self) -> str:
@@ -160,7 +161,12 @@ def make_step(model: nn.Module, device, options: StepOptions = StepOptions()):
         optimizer.zero_grad(set_to_none=True)
         ctx = torch.autocast(device.type, dtype=dtype) if dtype else contextlib.nullcontext()
         with ctx:
-            loss = F.cross_entropy(forward(x), y)
+            if options.every_step:  # dense gradients: the same head applied at every step
+                logits = model.head.linear(model.body(x).transpose(1, 2))  # (N, T, classes)
+                steps = y.view(-1, 1).expand(-1, x.shape[-1])
+                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), steps.reshape(-1))
+            else:
+                loss = F.cross_entropy(forward(x), y)
         if scaler is not None:
             scaler.scale(loss).backward()
             scaler.step(optimizer)

@@ -46,6 +46,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allocators", default="tuned,glibc",
                         help="C-allocator settings to time under, each in a fresh process "
                         "(tuned: fixed glibc thresholds, no page faults; glibc: defaults)")
+    parser.add_argument("--every-step-loss", action="store_true",
+                        help="also time every model with the loss at every step (dense "
+                        "gradients), under the first allocator setting")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory (see `torchtcn bench memory`)")
     parser.add_argument("--memory-batch-size", type=int, default=16)
@@ -106,7 +109,7 @@ def time_training_in_subprocess(rows, batch_size, seq_len, repeats, warmup, devi
                                 allocator: str) -> list[dict]:
     """:func:`time_training` in a fresh process whose C allocator is set up per
     ``allocator`` (see ``common.ALLOCATORS``); the contenders share that process."""
-    spec = {"rows": [[label, key, o.amp, o.compile] for label, key, o in rows],
+    spec = {"rows": [[label, key, o.amp, o.compile, o.every_step] for label, key, o in rows],
             "batch_size": batch_size, "seq_len": seq_len, "repeats": repeats,
             "warmup": warmup, "device": str(device)}
     results = common.run_child("torchtcn.bench.train", ["--timing-child", json.dumps(spec)],
@@ -120,8 +123,8 @@ def _child_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m torchtcn.bench.train")
     p.add_argument("--timing-child", required=True, help="JSON spec of the timing run")
     spec = json.loads(p.parse_args(argv).timing_child)
-    rows = [(label, key, common.StepOptions(amp=amp, compile=comp))
-            for label, key, amp, comp in spec["rows"]]
+    rows = [(label, key, common.StepOptions(amp=amp, compile=comp, every_step=every))
+            for label, key, amp, comp, every in spec["rows"]]
     results = time_training(rows, spec["batch_size"], spec["seq_len"], spec["repeats"],
                             spec["warmup"], spec["device"])
     print(json.dumps(results))
@@ -157,25 +160,20 @@ def _sweep_repeats(length: int) -> int:
     return 5 if length <= 1024 else 3 if length <= 4096 else 2
 
 
-def sweep(keys, lengths, batch_size, device) -> list[dict]:
-    """Time (interleaved, per length) and peak memory (a process each) at every length."""
-    device = torch.device(device)
-    models = {}
-    for key in keys:
-        torch.manual_seed(0)
-        models[key] = common.make_step(common.CONTENDERS[key].build(), device)
+def sweep(keys, lengths, batch_size, device, allocator: str) -> list[dict]:
+    """At every length: time (interleaved, in a fresh process per length with ``allocator``)
+    and peak memory (a process per model, glibc defaults)."""
+    rows = [(common.CONTENDERS[k].label, k, common.StepOptions()) for k in keys]
     out = []
     for length in lengths:
-        x, y = common.batch(batch_size, length, device)
-        steps = {key: (lambda s=s: s(x, y)) for key, s in models.items()}
-        times = common.interleaved_times(steps, _sweep_repeats(length), 1, device)
-        for key in keys:
+        timing = time_training_in_subprocess(rows, batch_size, length, _sweep_repeats(length),
+                                             1, device, allocator)
+        for key, r in zip(keys, timing):
             mem = memory.measure_in_subprocess(key, batch_size, length, str(device))
-            s = common.summarize(times[key])
-            out.append({"model": key, "label": common.CONTENDERS[key].label, "seq_len": length,
-                        "ms_median": 1e3 * s["median"], "ms_min": 1e3 * s["min"],
+            out.append({"model": key, "label": r["label"], "seq_len": length,
+                        "ms_median": r["ms_median"], "ms_min": r["ms_min"],
                         "peak_mib": mem["peak_mib"]})
-            log.info("sweep T=%d %s: %.1f ms, %.0f MiB", length, key, 1e3 * s["median"],
+            log.info("sweep T=%d %s: %.1f ms, %.0f MiB", length, key, r["ms_median"],
                      mem["peak_mib"])
     return out
 
@@ -253,6 +251,21 @@ def run(args) -> int:
                   repeats=args.repeats)
     sections = [(t_title, common.markdown_table(header, trows))]
 
+    if args.every_step_loss:
+        dense_rows = [(label, key, common.StepOptions(every_step=True))
+                      for label, key, _ in entries(keys, device, [], False)]
+        dense = {allocators[0]: time_training_in_subprocess(
+            dense_rows, args.batch_size, args.seq_len, args.repeats, args.warmup, device,
+            allocators[0])}
+        d_title = (f"Training step with the loss at every step (dense gradients), "
+                   f"N={args.batch_size}, T={args.seq_len}, {device}, {allocators[0]} allocator")
+        dheader, drows = timing_table(dense)
+        print()
+        print(d_title)
+        print(common.text_table(dheader, drows))
+        report["timing_every_step"] = dense
+        sections.append((d_title, common.markdown_table(dheader, drows)))
+
     if args.memory:
         runs = memory.measure_all(keys, args.memory_batch_size, args.memory_seq_len,
                                   args.memory_repeats, str(device))
@@ -269,8 +282,9 @@ def run(args) -> int:
     if args.sweep:
         lengths = [int(t) for t in args.sweep_lengths.split(",") if t.strip()]
         skeys = memory._runnable(common.parse_contenders(args.sweep_models))
-        sres = sweep(skeys, lengths, args.sweep_batch_size, device)
-        s_title = f"Sequence-length sweep, N={args.sweep_batch_size}, {device}"
+        sres = sweep(skeys, lengths, args.sweep_batch_size, device, allocators[0])
+        s_title = (f"Sequence-length sweep, N={args.sweep_batch_size}, {device}: time "
+                   f"({allocators[0]} allocator) and peak memory (glibc)")
         sheader, srows = sweep_table(sres)
         print()
         print(s_title)
@@ -314,6 +328,12 @@ METHOD = """\
   a forward convolution of the gradient with the flipped kernel (oneDNN's forward kernels
   are faster than its backward-data kernels at large dilations); weight norm is computed once
   per forward.
+* **Backward on the residue classes that carry gradient**: with the loss on the last step
+  only (sequence classification, as in the first table), the gradient reaching a block of
+  dilation d is nonzero at the steps of one residue class mod d, and the block's dilated
+  convolutions never mix classes: its backward runs exactly on that class's subsequence with
+  dilation 1, 1/d of the work (checked per block from the gradient; exact, tested). With a
+  loss at every step (the dense-gradient table) this does not apply.
 * **Cheap dropout masks**: on the CPU, for p <= 0.25, the gaps between dropped elements are
   drawn (geometric, about n p random numbers instead of n) and the dropped positions are
   zeroed by a scatter; same i.i.d. Bernoulli distribution and scale as `nn.Dropout`.
