@@ -14,9 +14,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
-
-import torchtcn
 from torchtcn import fused
 from torchtcn.bench import common, memory, train
 from torchtcn.layers import ChannelDropout, Dropout
@@ -147,8 +144,16 @@ LAST_STEP_CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("cfg", LAST_STEP_CONFIGS, ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()) or "default")
-@pytest.mark.parametrize("steps", [[-1], [-1, -2], [-3, -7]], ids=["last", "last-two", "sparse"])
+SPARSE_CASES = [(cfg, [-1]) for cfg in LAST_STEP_CONFIGS] + [
+    (cfg, steps) for cfg in (dict(), dict(low_memory=True)) for steps in ([-1, -2], [-3, -7])
+]
+
+
+@pytest.mark.parametrize(
+    "cfg, steps", SPARSE_CASES,
+    ids=lambda v: (",".join(f"{k}={x}" for k, x in v.items()) or "default")
+    if isinstance(v, dict) else "steps" + "".join(map(str, v)),
+)
 def test_sparse_time_gradients_equal_reference(cfg, steps, recorded_masks, monkeypatch):
     """A loss on a few steps: blocks run their backward on the residue classes carrying
     gradient; the result must equal the reference's exactly."""
@@ -163,7 +168,7 @@ def test_sparse_time_gradients_equal_reference(cfg, steps, recorded_masks, monke
     ref = reference_forward(model, x, masks)
     weight = torch.zeros_like(out)
     time_axis = 1 if model.layout == "NLC" else 2
-    for i, t in enumerate(steps):
+    for t in steps:
         weight.select(time_axis, t).normal_()
     params = list(model.parameters())
     got = torch.autograd.grad((out * weight).sum(), [x, *params])
