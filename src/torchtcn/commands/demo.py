@@ -3,8 +3,9 @@
 Runs JSB Chorales (Bach chorales as piano rolls, the paper's Table 1 row "JSB Chorales")
 through the same task registry and the same trainer as ``torchtcn train``: both models with
 the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), the
-preset's 100 epochs (about 3-4 minutes for both on a 2-core CPU; ``--epochs`` for less), and
-the best-validation model tested, so its numbers are those of ``benchmarks/results``. It prints the comparison table and writes a
+preset's 100 epochs (a few minutes for both on an idle 2-core CPU, ~1 s and ~0.5 s per
+epoch; much longer on a busy machine: ``--epochs N`` for a shorter run), and the
+best-validation model tested, so its numbers are those of ``benchmarks/results``. It prints the comparison table and writes a
 plot of both learning curves (``<out>/demo.png``).
 """
 
@@ -24,7 +25,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="TCN vs LSTM on JSB Chorales in a few minutes: table + plot",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--epochs", type=int, default=None,
-                   help="epochs per model (default: the task preset's 100, ~3-4 minutes for both on 2 cores)")
+                   help="epochs per model (default: the task preset's 100)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs and demo.png")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
     add_common_run_arguments(p)
