@@ -467,6 +467,8 @@ class Trainer:
             # Dropout and anything else random draws from here: the same seed, the same run,
             # whatever the process did before (a resumed run restores the saved states instead).
             seed_everything(self.config.seed)
+            if self.writer is not None:
+                self.writer.truncate_after(0)  # a fresh run replaces an earlier run's log
         started = time.monotonic()
         wall_before = self.state["wall_seconds"]
         reason = None
