@@ -7,12 +7,12 @@ the benchmark treat every model alike.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
+from .configs import ConfiguredModel
 from .registry import register_model
 from .validation import check_sequence_input
 
@@ -95,7 +95,7 @@ class RecurrentConfig:
             raise ValueError(f"layout must be one of ['NCL', 'NLC'], got {self.layout!r}")
 
 
-class RecurrentBaseline(nn.Module):
+class RecurrentBaseline(ConfiguredModel, nn.Module):
     """A stacked recurrent network: (N, C_in, T) -> (N, hidden_size, T).
 
     Example:
@@ -124,26 +124,8 @@ class RecurrentBaseline(nn.Module):
         )
 
     @property
-    def config(self) -> RecurrentConfig:
-        return self._config
-
-    @classmethod
-    def from_config(cls, config: RecurrentConfig):
-        if not isinstance(config, RecurrentConfig):
-            raise TypeError(f"expected a RecurrentConfig, got {type(config).__name__}")
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-
-    @property
-    def in_channels(self) -> int:
-        return self._config.in_channels
-
-    @property
     def out_channels(self) -> int:
         return self._config.hidden_size
-
-    @property
-    def layout(self) -> str:
-        return self._config.layout
 
     def _run(self, x: torch.Tensor, hidden=None):
         check_sequence_input(x, self.in_channels, self.layout, f"{type(self).__name__} input")

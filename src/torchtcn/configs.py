@@ -126,3 +126,33 @@ def config_from_dict(cls: type[C], data: Any) -> C:
             continue
         kwargs[name] = _coerce(name, data[name], hints[name])
     return cls(**kwargs)
+
+
+class ConfiguredModel:
+    """Mixin for models built from one frozen config dataclass whose fields are exactly the
+    constructor's arguments: provides ``config``, ``from_config``, ``in_channels`` and
+    ``layout``. The class sets ``config_class``; ``__init__`` stores ``self._config``."""
+
+    config_class: type
+
+    @property
+    def config(self):
+        """The frozen config this model was built from (``from_config`` rebuilds it)."""
+        return self._config
+
+    @classmethod
+    def from_config(cls, config):
+        """A freshly initialised model with the architecture ``config`` describes."""
+        if not isinstance(config, cls.config_class):
+            raise TypeError(
+                f"expected a {cls.config_class.__name__}, got {type(config).__name__}"
+            )
+        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
+
+    @property
+    def in_channels(self) -> int:
+        return self._config.in_channels
+
+    @property
+    def layout(self) -> str:
+        return self._config.layout

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
 
 import torch
@@ -10,6 +9,7 @@ from torch import nn
 
 from . import receptive_field as rf
 from .layers import ACTIVATIONS, DROPOUT_KINDS, GATES, NORMS, ResidualBlock, make_activation
+from .configs import ConfiguredModel
 from .registry import register_model
 from .validation import check_sequence_input
 
@@ -126,7 +126,7 @@ class TCNConfig:
 
 
 @register_model("tcn")
-class TCN(nn.Module):
+class TCN(ConfiguredModel, nn.Module):
     """Temporal Convolutional Network (Bai, Kolter & Koltun 2018).
 
     One residual block per entry of ``channels``; block i has two dilated convolutions with
@@ -214,31 +214,10 @@ class TCN(nn.Module):
             self.skips = None
             self.skip_activation = None
 
-    # -- construction ---------------------------------------------------------------------
-    @property
-    def config(self) -> TCNConfig:
-        """The frozen config this model was built from (``TCN.from_config(cfg)`` rebuilds it)."""
-        return self._config
-
-    @classmethod
-    def from_config(cls, config: TCNConfig) -> TCN:
-        """A freshly initialised model with the architecture ``config`` describes."""
-        if not isinstance(config, TCNConfig):
-            raise TypeError(f"expected a TCNConfig, got {type(config).__name__}")
-        return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
-
     # -- facts about the architecture -----------------------------------------------------
-    @property
-    def in_channels(self) -> int:
-        return self._config.in_channels
-
     @property
     def out_channels(self) -> int:
         return self._config.channels[-1]
-
-    @property
-    def layout(self) -> str:
-        return self._config.layout
 
     @property
     def dilations(self) -> tuple[int, ...]:

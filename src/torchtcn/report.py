@@ -183,6 +183,15 @@ def _pyplot():
     return plt
 
 
+def save_figure(fig, path) -> Path:
+    """Write a matplotlib figure as a PNG (creating folders) and release it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    _pyplot().close(fig)
+    return path
+
+
 def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title: str = "") -> Path:
     """Loss (train, valid) and the metric (train, valid, test) per epoch, as a PNG."""
     plt = _pyplot()
@@ -203,11 +212,7 @@ def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title
             ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_comparison(results: list[dict[str, Any]], path) -> Path:
@@ -237,11 +242,7 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
     axes.flat[0].legend(fontsize=8)
     fig.suptitle("Test vs Bai et al. (2018) Table 1\n(* = stopped early)", fontsize=9)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _hardware_notes(results: list[dict[str, Any]]) -> str:

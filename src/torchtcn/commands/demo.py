@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
 
 def plot_demo(records: list[dict], path) -> Path:
     """Validation NLL per epoch of every model, and the paper's TCN number for reference."""
-    from ..report import _pyplot
+    from ..report import _pyplot, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -51,11 +51,7 @@ def plot_demo(records: list[dict], path) -> Path:
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def run(args: argparse.Namespace) -> int:
