@@ -24,11 +24,15 @@ import tempfile
 import urllib.error
 import urllib.request
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from .checksums import KNOWN_MD5, verify
 from .paths import PathLike, resolve_data_dir
+
+T = TypeVar("T")
 
 logger = logging.getLogger(__name__)
 
@@ -239,3 +243,16 @@ def download(name: str, data_dir: PathLike | None = None, *, overwrite: bool = F
                 if not (nested.parent / "train-novels").is_dir():
                     extract_archive(nested, nested.parent)
     return root
+
+
+def locate_or_download(name: str, locate: Callable[[], T], data_dir: PathLike | None = None) -> T:
+    """``locate()``; if it raises ``FileNotFoundError``, download the data set ``name`` into
+    the data folder (see :func:`download`) and locate again.
+
+    The one place where the loaders' ``download=True`` fetches a missing data set.
+    """
+    try:
+        return locate()
+    except FileNotFoundError:
+        download(name, resolve_data_dir(data_dir))
+    return locate()

@@ -39,6 +39,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 
+from .download import locate_or_download
 from .paths import PathLike, resolve_data_dir
 from .text import EOS, Dictionary, read_text, tokenize_words
 
@@ -203,12 +204,7 @@ def load_lambada(
         data_root = resolve_data_dir(data_dir)
         base = data_root / "lambada"
         if download:
-            try:
-                _find_root(base)
-            except FileNotFoundError:
-                from .download import download as _download
-
-                _download("lambada", data_root)
+            locate_or_download("lambada", lambda: _find_root(base), data_root)
     root = _find_root(base)
     if vocab_file is None:
         cands = [root / v for v in VOCAB_FILES] + [root.parent / v for v in VOCAB_FILES]

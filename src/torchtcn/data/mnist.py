@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from .checksums import known_md5
-from .paths import PathLike, find_file, resolve_data_dir
+from .download import locate_or_download
+from .paths import PathLike, find_file
 
 logger = logging.getLogger(__name__)
 
@@ -184,15 +185,10 @@ def load_mnist(
     if split not in _FILES:
         raise ValueError(f"split must be 'train' or 'test', found {split!r}")
     img_stem, lbl_stem, n_expected = _FILES[split]
-    if download:
-        try:
-            _find_idx(img_stem, data_dir), _find_idx(lbl_stem, data_dir)
-        except FileNotFoundError:
-            from .download import download as _download
+    def locate():
+        return _find_idx(img_stem, data_dir), _find_idx(lbl_stem, data_dir)
 
-            _download("mnist", resolve_data_dir(data_dir))
-    img_path = _find_idx(img_stem, data_dir)
-    lbl_path = _find_idx(lbl_stem, data_dir)
+    img_path, lbl_path = locate_or_download("mnist", locate, data_dir) if download else locate()
     images = _read_checked(img_path, verify)
     labels = _read_checked(lbl_path, verify)
     if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 
 from .checksums import verify_known
-from .paths import PathLike, find_file, resolve_data_dir
+from .download import locate_or_download
+from .paths import PathLike, find_file
 
 logger = logging.getLogger(__name__)
 
@@ -105,15 +106,10 @@ def _resolve(path_or_name: PathLike, data_dir: PathLike | None, download: bool) 
     if name in NAMED_SETS:
         stem = NAMED_SETS[name]
         rel = [f"music/{stem}.mat", f"{stem}.mat"]
-        try:
-            return find_file(rel, data_dir), stem
-        except FileNotFoundError:
-            if not download:
-                raise
-        from .download import download as _download
+        def locate():
+            return find_file(rel, data_dir)
 
-        _download(stem, resolve_data_dir(data_dir))
-        return find_file(rel, data_dir), stem
+        return (locate_or_download(stem, locate, data_dir) if download else locate()), stem
     path = Path(name).expanduser()
     if not path.is_file():
         raise FileNotFoundError(

@@ -52,7 +52,8 @@ import numpy as np
 import torch
 
 from .checksums import verify_known
-from .paths import PathLike, find_file, resolve_data_dir
+from .download import locate_or_download
+from .paths import PathLike, find_file
 
 logger = logging.getLogger(__name__)
 
@@ -408,6 +409,16 @@ def _corpus_from_files(paths: Sequence[Path], level: str, **kw) -> Corpus:
 # --------------------------------------------------------------------------- loaders
 
 
+def _find_splits(name: str, names, data_dir, download: bool) -> list[Path]:
+    """The train/valid/test files (``names(split)`` lists each one's alternatives), fetching
+    the data set ``name`` first when ``download`` is set and one is missing."""
+
+    def locate():
+        return [find_file(names(s), data_dir) for s in SPLITS]
+
+    return locate_or_download(name, locate, data_dir) if download else locate()
+
+
 def load_ptb(
     data_dir: PathLike | None = None,
     level: str = "word",
@@ -430,14 +441,7 @@ def load_ptb(
     """
     _check_level(level)
     names = lambda s: [f"ptb/ptb.{s}.txt", f"ptb.{s}.txt"]  # noqa: E731
-    if download:
-        try:
-            [find_file(names(s), data_dir) for s in SPLITS]
-        except FileNotFoundError:
-            from .download import download as _download
-
-            _download("ptb", resolve_data_dir(data_dir))
-    paths = [find_file(names(s), data_dir) for s in SPLITS]
+    paths = _find_splits("ptb", names, data_dir, download)
     if verify:
         for p in paths:
             verify_known(p)
@@ -524,14 +528,7 @@ def load_wikitext103(
         267,735 words plus ``<eos>`` on the real release).
     """
     names = lambda s: [f"wiki.{s}.tokens", f"wikitext-103/wiki.{s}.tokens"]  # noqa: E731
-    if download:
-        try:
-            [find_file(names(s), path) for s in SPLITS]
-        except FileNotFoundError:
-            from .download import download as _download
-
-            _download("wikitext103", resolve_data_dir(path))
-    paths = [find_file(names(s), path) for s in SPLITS]
+    paths = _find_splits("wikitext103", names, path, download)
     return _corpus_from_files(paths, "word", add_eos=True, oov=oov)
 
 
@@ -584,14 +581,8 @@ def load_text8(
     """
     if path is None:
         names = ["text8.zip", "text8", "text8/text8.zip", "text8/text8"]
-        if download:
-            try:
-                find_file(names, data_dir)
-            except FileNotFoundError:
-                from .download import download as _download
-
-                _download("text8", resolve_data_dir(data_dir))
-        path = find_file(names, data_dir)
+        locate = lambda: find_file(names, data_dir)  # noqa: E731
+        path = locate_or_download("text8", locate, data_dir) if download else locate()
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
