@@ -63,7 +63,10 @@ def test_presets_follow_the_paper_optimizers():
     assert (mnist_lstm.train.optimizer, mnist_lstm.train.lr, mnist_lstm.model_kwargs["hidden_size"]) == (
         "rmsprop", 1e-3, 130)
     word = get_task("word_ptb").resolve("tcn")
-    assert (word.train.optimizer, word.train.schedule, word.train.lr_factor) == ("sgd", "plateau", 0.5)
+    assert (word.train.optimizer, word.train.schedule, word.train.lr_factor) == ("sgd", "regress", 0.5)
+    assert (word.train.lr_window, word.train.lr_after) == (5, 5)
+    jsb = get_task("jsb").resolve("tcn").train  # music_test.py: /10 when valid > max(last 3) after ep 10
+    assert (jsb.schedule, jsb.lr_factor, jsb.lr_window, jsb.lr_after) == ("regress", 0.1, 3, 10)
     assert get_task("adding600").resolve("tcn").train.lr == 2e-3
 
 

@@ -156,3 +156,21 @@ def test_cuda_requested_without_cuda():
         pytest.skip("CUDA present")
     with pytest.raises(ValueError, match="CUDA is not available"):
         T.resolve_device("cuda")
+
+
+def test_resume_restores_the_regress_schedule(tmp_path):
+    over = {"schedule": "regress", "lr_after": "0", "lr_window": "1", "lr_factor": "0.5"}
+    full = _trainer(tmp_path / "full", epochs=3, overrides=over)
+    full.fit()
+    _trainer(tmp_path / "split", epochs=1, overrides=over).fit()
+    second = _trainer(tmp_path / "split", epochs=3, overrides=over)
+    second.fit(resume=True)
+    assert second.scheduler.history == full.scheduler.history and len(full.scheduler.history) == 3
+    assert second.optimizer.param_groups[0]["lr"] == full.optimizer.param_groups[0]["lr"]
+    _assert_same(_weights(full), _weights(second))
+
+
+@pytest.mark.parametrize("key,value", [("lr_factor", "1.5"), ("lr_window", "0"), ("lr_after", "-1")])
+def test_bad_schedule_settings_are_named(key, value):
+    with pytest.raises(ValueError, match=key):
+        _trainer(epochs=1, overrides={"schedule": "regress", key: value})

@@ -51,11 +51,12 @@ from torch import nn
 
 from . import distributed as D
 from . import metrics as M
+from .schedules import AnnealOnRegression
 
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-SCHEDULES = ("none", "step", "plateau")
+SCHEDULES = ("none", "step", "plateau", "regress")
 #: Settings that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every")
 
@@ -72,10 +73,14 @@ class TrainConfig:
     momentum: float = field(default=0.0, metadata={"help": "SGD / RMSprop momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
     clip: float | None = field(default=None, metadata={"help": "max gradient norm (none: off)"})
-    schedule: str = field(default="none", metadata={"help": "none | step | plateau"})
+    schedule: str = field(default="none", metadata={
+        "help": "none | step | plateau | regress (the reference code's: anneal when valid is worse "
+                "than all of the last lr_window epochs, after lr_after epochs)"})
     lr_factor: float = field(default=0.1, metadata={"help": "lr multiplier when annealing"})
     lr_step: int = field(default=10, metadata={"help": "step schedule: epochs between anneals"})
     lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
+    lr_window: int = field(default=3, metadata={"help": "regress: epochs the new value is compared with"})
+    lr_after: int = field(default=10, metadata={"help": "regress: epochs before annealing may start"})
     seed: int = field(default=1111, metadata={"help": "seed of every RNG and the data order"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps"})
     time_limit: float | None = field(default=None, metadata={"help": "stop after this many seconds"})
@@ -84,7 +89,7 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
 
     def __post_init__(self):
-        for name in ("epochs", "batch_size", "lr_step"):
+        for name in ("epochs", "batch_size", "lr_step", "lr_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
@@ -92,6 +97,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
+        if isinstance(self.lr_after, bool) or not isinstance(self.lr_after, int) or self.lr_after < 0:
+            raise ValueError(f"lr_after must be an int >= 0, got {self.lr_after!r}")
+        if not 0.0 < self.lr_factor < 1.0:
+            raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
         if self.optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
@@ -266,10 +275,13 @@ class Trainer:
         c = self.config
         if c.schedule == "step":
             return torch.optim.lr_scheduler.StepLR(optimizer, c.lr_step, gamma=c.lr_factor)
+        mode = "max" if self.task.higher_is_better else "min"
         if c.schedule == "plateau":
-            mode = "max" if self.task.higher_is_better else "min"
             return torch.optim.lr_scheduler.ReduceLROnPlateau(
                 optimizer, mode=mode, factor=c.lr_factor, patience=c.lr_patience)
+        if c.schedule == "regress":
+            return AnnealOnRegression(optimizer, factor=c.lr_factor, window=c.lr_window,
+                                      after=c.lr_after, mode=mode)
         return None
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
@@ -493,7 +505,8 @@ class Trainer:
                 self.state["epoch"] += 1
                 self.state["step_in_epoch"] = 0
                 self.state["running"] = {}
-                if isinstance(self.scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                if isinstance(self.scheduler, (torch.optim.lr_scheduler.ReduceLROnPlateau,
+                                               AnnealOnRegression)):
                     self.scheduler.step(valid[metric])
                 elif self.scheduler is not None:
                     self.scheduler.step()

@@ -9,7 +9,10 @@ after a piece cannot change its outputs and a batch gives exactly the per-piece 
 
 TCN settings are Table 2's (JSB: k=3, 2 levels of 150, dropout 0.5, clip 0.4; Nottingham:
 k=6, 4 levels of 150, dropout 0.2, clip 0.4), trained one piece at a time like the paper.
-The learning rate 1e-3 and the anneal-on-plateau schedule are the reference code's. LSTM,
+The schedule is the reference code's (divide the lr by 10 when validation is worse than all
+of the last 3 epochs, after epoch 10): on JSB it beat ``ReduceLROnPlateau`` (patience 3),
+which had cut the lr to 1e-8 by epoch 60. The lr is the paper's default 2e-3 rather than the
+script's 1e-3: JSB validation NLL 8.143 against 8.152 (test 8.199 against 8.202). LSTM,
 GRU and RNN are sized to the model-size column (~300K JSB, ~1M Nottingham) and use the
 same optimizer and clipping.
 """
@@ -77,8 +80,8 @@ def _presets(tcn: dict, sizes: dict[str, int]) -> dict:
     return out
 
 
-_TRAIN = {"epochs": 100, "batch_size": 1, "eval_batch_size": 16, "optimizer": "adam", "lr": 1e-3,
-          "clip": 0.4, "schedule": "plateau", "lr_factor": 0.1, "lr_patience": 3}
+_TRAIN = {"epochs": 100, "batch_size": 1, "eval_batch_size": 16, "optimizer": "adam", "lr": 2e-3,
+          "clip": 0.4, "schedule": "regress", "lr_factor": 0.1, "lr_window": 3, "lr_after": 10}
 
 register_task(MusicTask(
     name="jsb", description="JSB Chorales: next frame of 88 keys (NLL per frame)", metric="nll_per_frame",

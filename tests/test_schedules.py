@@ -1,0 +1,80 @@
+"""The reference code's anneal-when-validation-regresses learning-rate rule."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from torchtcn.schedules import AnnealOnRegression
+
+
+def _optimizer(lr=1.0):
+    return torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=lr)
+
+
+def _reference_lrs(values, lr, factor, window, after):
+    """music_test.py's loop, written out: ``if ep > after and v > max(vloss_list[-window:])``."""
+    seen, out = [], []
+    for ep, v in enumerate(values, start=1):
+        if ep > after and seen and v > max(seen[-window:]):
+            lr *= factor
+        seen.append(v)
+        out.append(lr)
+    return out
+
+
+@pytest.mark.parametrize("window,after", [(3, 10), (5, 5), (1, 0), (3, 0)])
+def test_matches_the_reference_loop_on_random_curves(window, after):
+    rng = random.Random(window * 100 + after)
+    for _ in range(20):
+        values = [rng.uniform(0, 1) + 0.5 / (i + 1) for i in range(40)]
+        opt = _optimizer()
+        sched = AnnealOnRegression(opt, factor=0.5, window=window, after=after)
+        lrs = []
+        for v in values:
+            sched.step(v)
+            lrs.append(opt.param_groups[0]["lr"])
+        assert lrs == pytest.approx(_reference_lrs(values, 1.0, 0.5, window, after))
+
+
+def test_max_mode_anneals_when_accuracy_drops():
+    opt = _optimizer()
+    sched = AnnealOnRegression(opt, factor=0.1, window=2, after=0, mode="max")
+    assert [sched.step(v) for v in [50.0, 60.0, 70.0, 55.0, 80.0]] == [False, False, False, True, False]
+    assert opt.param_groups[0]["lr"] == pytest.approx(0.1)
+
+
+def test_never_anneals_during_warm_up_or_while_improving():
+    opt = _optimizer()
+    sched = AnnealOnRegression(opt, factor=0.1, window=3, after=10)
+    for v in [1.0, 9.0, 9.5, 9.9, 10.0, 11.0, 12.0, 13.0, 14.0, 15.0]:  # worsening, but epochs 1-10
+        assert not sched.step(v)
+    for v in [14.0, 13.0, 12.0]:  # improving after the warm-up
+        assert not sched.step(v)
+    assert opt.param_groups[0]["lr"] == 1.0
+
+
+def test_state_dict_round_trip_keeps_the_decisions():
+    a = AnnealOnRegression(_optimizer(), window=3, after=0)
+    for v in [3.0, 2.0, 1.0]:
+        a.step(v)
+    b = AnnealOnRegression(_optimizer(), window=3, after=0)
+    b.load_state_dict(a.state_dict())
+    assert b.step(3.5) and a.step(3.5)
+    fresh = AnnealOnRegression(_optimizer(), window=3, after=0)
+    assert not fresh.step(3.5)  # without the history there is nothing to compare with
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"factor": 1.0}, "factor"), ({"factor": 0.0}, "factor"), ({"window": 0}, "window"),
+    ({"window": True}, "window"), ({"after": -1}, "after"), ({"mode": "up"}, "mode")])
+def test_bad_arguments_are_named(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AnnealOnRegression(_optimizer(), **kwargs)
+
+
+def test_bad_state_is_rejected():
+    with pytest.raises(ValueError, match="history"):
+        AnnealOnRegression(_optimizer()).load_state_dict({"history": "abc"})
