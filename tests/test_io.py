@@ -1,6 +1,8 @@
 """save/load: round trips, and clear errors for truncated, corrupted or foreign files."""
 
 import json
+import os
+import stat
 import struct
 
 import pytest
@@ -30,6 +32,16 @@ def test_round_trip_identical_outputs(saved):
 def test_save_leaves_no_temporary_files(saved):
     _, path = saved
     assert [p.name for p in path.parent.iterdir()] == [path.name]
+
+
+def test_saved_file_gets_the_umask_permissions(tmp_path):
+    model = torchtcn.TCN(2, [4], kernel_size=2)
+    old = os.umask(0o022)
+    try:
+        torchtcn.save(model, tmp_path / "a.safetensors")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.safetensors").stat().st_mode) == 0o644  # not 0600
 
 
 def test_truncated_file(saved, tmp_path):

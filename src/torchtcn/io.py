@@ -54,12 +54,20 @@ def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_model(model, str(tmp), metadata=meta)
+        os.chmod(tmp, _default_file_mode())  # safetensors creates 0600; give what open() would
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _default_file_mode() -> int:
+    """The permissions a plain ``open(path, "w")`` gets here: 0o666 minus the umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def _read_header(path: Path) -> dict:
