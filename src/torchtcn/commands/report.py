@@ -37,9 +37,12 @@ NOTES = """## How the runs were made
   optimizer and a gradient-norm clip (1.0 for the synthetic tasks and MNIST; the TCN's clip
   for music).
 - **Optimisation.** Adam 2e-3 unless noted (paper, Sec. 5); RMSprop 5e-4 for copy memory;
-  SGD with anneal-on-plateau (ReduceLROnPlateau) for the TCN language models; music uses the
-  reference code's Adam 1e-3 with anneal on plateau (patience 3, x0.1). Gradient clipping is
-  applied *after* `backward()` (the reference code clipped before it, i.e. not at all).
+  SGD for the TCN language models. Music and language models anneal as the reference scripts
+  do (`schedule=regress`): the lr is divided when the validation loss is worse than all of the
+  last 3 (music, char) or 5 (word) epochs, after epoch 10 (music) or 5. Runs made before that
+  preset used ReduceLROnPlateau (patience 3) and music lr 1e-3: each result file keeps its own
+  settings under `settings.train`. Gradient clipping is applied *after* `backward()` (the
+  reference code clipped before it, i.e. not at all).
 - **Data.** Adding: 50,000 / 1,000 / 1,000 sequences with the two marks anywhere in the
   sequence (the reference code's placement); copy memory: 10,000 / 1,000 / 1,000; both from
   fixed data seeds, identical for every model. MNIST: the last 5,000 training images are the
