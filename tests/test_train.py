@@ -174,3 +174,31 @@ def test_resume_restores_the_regress_schedule(tmp_path):
 def test_bad_schedule_settings_are_named(key, value):
     with pytest.raises(ValueError, match=key):
         _trainer(epochs=1, overrides={"schedule": "regress", key: value})
+
+
+@pytest.mark.parametrize("signame", ["SIGTERM", "SIGINT"])
+def test_a_signal_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, signame):
+    import os
+    import signal
+
+    full = _trainer(tmp_path / "full", epochs=2)
+    full.fit()
+    cut = _trainer(tmp_path / "cut", epochs=2)
+    step, calls = cut.train_step, {"n": 0}
+
+    def signalled_step(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 8:  # mid-way through epoch 2 (6 steps per epoch)
+            os.kill(os.getpid(), getattr(signal, signame))
+        return step(*args, **kwargs)
+
+    cut.train_step = signalled_step
+    before = signal.getsignal(signal.SIGINT)
+    r = cut.fit()
+    assert signal.getsignal(signal.SIGINT) is before  # handlers restored
+    assert not r.complete and r.stop_reason == f"stopped by {signame}" and r.steps == 8
+    assert math.isfinite(r.test["mse"])  # the best model was still tested
+    assert load_checkpoint(tmp_path / "cut" / "last.ckpt").trainer_state["step"] == 8
+    rest = _trainer(tmp_path / "cut", epochs=2)
+    assert rest.fit(resume=True).complete
+    _assert_same(_weights(full), _weights(rest))

@@ -51,6 +51,7 @@ from torch import nn
 
 from . import distributed as D
 from . import metrics as M
+from .interrupt import GracefulStop
 from .schedules import AnnealOnRegression
 
 logger = logging.getLogger(__name__)
@@ -231,6 +232,7 @@ class Trainer:
                                       "best": None, "best_epoch": None, "history": [],
                                       "wall_seconds": 0.0}
         self._best_weights: dict[str, torch.Tensor] | None = None
+        self._stop: GracefulStop | None = None  # set while fit() runs
         self.writer = None
         if self.out_dir is not None and self.is_main:
             from .checkpoint import check_output_dir, estimate_checkpoint_bytes
@@ -363,6 +365,8 @@ class Trainer:
             return f"max_steps={c.max_steps} reached"
         if c.time_limit is not None and time.monotonic() - started >= c.time_limit:
             return f"time_limit={c.time_limit:g}s reached"
+        if self._stop is not None and self._stop.requested:
+            return f"stopped by {self._stop.requested}"
         return None
 
     def train_step(self, batch: Any, stand_in: bool = False) -> dict[str, float]:
@@ -483,8 +487,24 @@ class Trainer:
                 self.writer.truncate_after(0)  # a fresh run replaces an earlier run's log
         started = time.monotonic()
         wall_before = self.state["wall_seconds"]
-        reason = None
         metric = self.task.metric
+        with GracefulStop() as self._stop:
+            reason = self._train_epochs(started, wall_before)
+            self.state["wall_seconds"] = wall_before + time.monotonic() - started
+            test = self.evaluate("test", self.best_model())
+            self.on_fit_end()
+        self._stop = None
+        hist = self.state["history"]
+        return FitResult(
+            epochs=self.state["epoch"], steps=self.state["step"], complete=reason is None,
+            stop_reason=reason, best_valid=self.state["best"], best_epoch=self.state["best_epoch"],
+            test=test, test_history=[r[f"test_{metric}"] for r in hist if f"test_{metric}" in r],
+            history=hist, wall_seconds=self.state["wall_seconds"])
+
+    def _train_epochs(self, started: float, wall_before: float) -> str | None:
+        """The epoch loop of :meth:`fit`: train, validate, anneal, checkpoint; a stop reason or None."""
+        metric = self.task.metric
+        reason = None
         try:
             while self.state["epoch"] < self.config.epochs:
                 epoch_start = time.monotonic()
@@ -523,15 +543,10 @@ class Trainer:
         except NonFiniteLossError as e:
             reason = str(e)
             logger.error("%s; stopping (the best checkpoint is kept as it was)", e)
-        self.state["wall_seconds"] = wall_before + time.monotonic() - started
-        test = self.evaluate("test", self.best_model())
-        self.on_fit_end()
-        hist = self.state["history"]
-        return FitResult(
-            epochs=self.state["epoch"], steps=self.state["step"], complete=reason is None,
-            stop_reason=reason, best_valid=self.state["best"], best_epoch=self.state["best_epoch"],
-            test=test, test_history=[r[f"test_{metric}"] for r in hist if f"test_{metric}" in r],
-            history=hist, wall_seconds=self.state["wall_seconds"])
+        if reason and reason.startswith("stopped by"):
+            logger.warning("%s: last.ckpt saved at step %d; testing the best model (a second "
+                           "signal aborts that; --resume continues the run)", reason, self.state["step"])
+        return reason
 
     def best_model(self) -> nn.Module:
         """A copy of the model with the best-validation weights (the current ones if none)."""
