@@ -273,14 +273,19 @@ def read_text(path: PathLike) -> str:
     """UTF-8 text of a file, with ``\\r\\n`` and ``\\r`` line ends read as ``\\n``.
 
     Raises:
-        ValueError: the file is not valid UTF-8 (names the file).
+        ValueError: the file is not valid UTF-8, or holds NUL bytes (a binary file that
+            happens to decode: model weights, a zip, a database...); names the file.
     """
     path = Path(path)
     try:
         with open(path, encoding="utf-8", newline=None) as f:
-            return f.read()
+            text = f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from e
+    nul = text.find("\0")
+    if nul >= 0:
+        raise ValueError(f"{path}: not a text file (NUL byte at character {nul})")
+    return text
 
 
 # --------------------------------------------------------------------------- corpus
