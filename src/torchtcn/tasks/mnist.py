@@ -7,6 +7,8 @@ model sees the same one (the reference code drew it unseeded).
 
 TCN: 8 blocks of 25 channels, k=7 (Table 2, 66,910 parameters). LSTM: 1x130 with RMSprop
 1e-3 (Table 3). GRU and RNN: sized to ~70K parameters, same optimizer, clipping at 1.0.
+Training is the reference script's: 20 epochs, Adam 2e-3 divided by 10 after epoch 10 (with
+10 epochs that step would never happen; seq-MNIST validation was 98.2% at epoch 5 on 2e-3).
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ class PermutedMnistTask(MnistTask):
 def _register(cls, name, description, paper):
     register_task(cls(
         name=name, description=description, metric="accuracy", paper=paper,
-        train_preset={"epochs": 10, "batch_size": 64, "eval_batch_size": 1000, "optimizer": "adam",
+        train_preset={"epochs": 20, "batch_size": 64, "eval_batch_size": 1000, "optimizer": "adam",
                       "lr": 2e-3, "schedule": "step", "lr_step": 10, "lr_factor": 0.1},
         data_preset={"n_valid": 5_000, **({"perm_seed": 0} if cls.permuted else {})},
         model_presets={
