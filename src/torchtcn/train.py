@@ -6,8 +6,8 @@ totals; the :class:`Trainer` does everything else the same way for every task:
 * seeded torch / numpy / Python RNG (:func:`seed_everything`) and a deterministic data order
   (a fresh ``torch.Generator`` seeded from ``(seed, epoch)`` every epoch);
 * the optimizer and learning-rate schedule of the paper (Adam, RMSprop, or SGD; step,
-  plateau, or the reference scripts' anneal-on-regression), gradient clipping *after* ``backward()`` (the reference code clipped
-  freshly zeroed gradients, which does nothing);
+  plateau, or the reference scripts' anneal-on-regression), gradient clipping *after*
+  ``backward()`` (the reference code clipped freshly zeroed gradients, which does nothing);
 * validation every epoch, atomic checkpoints (``last.ckpt`` every epoch and optionally every
   N steps, ``best.ckpt`` when validation improves) and ``resume`` that continues exactly as
   an uninterrupted run would (same weights, bit for bit);
