@@ -3,10 +3,10 @@
 Runs JSB Chorales (Bach chorales as piano rolls, the paper's Table 1 row "JSB Chorales")
 through the same task registry and the same trainer as ``torchtcn train``: both models with
 the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), the
-preset's 100 epochs (a few minutes for both on an idle 2-core CPU, ~1 s and ~0.5 s per
-epoch; much longer on a busy machine: ``--epochs N`` for a shorter run), and the
-best-validation model tested, so its numbers are those of ``benchmarks/results``. It prints the comparison table and writes a
-plot of both learning curves (``<out>/demo.png``).
+preset's 100 epochs (about 4 minutes for both on an idle 2-core CPU, ~1 s per epoch each;
+much longer on a busy machine: ``--epochs N`` for a shorter run), and the best-validation
+model tested, so its numbers are those of ``benchmarks/results``. It prints the comparison
+table and writes a plot of both learning curves (``<out>/demo.png``).
 """
 
 from __future__ import annotations
