@@ -111,12 +111,17 @@ class MetricsWriter:
         self.csv = self.out_dir / "metrics.csv"
         self._tb = None
         if use_tensorboard:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
+            self._open_tensorboard()
 
-                self._tb = SummaryWriter(str(self.out_dir / "tensorboard"))
-            except ImportError:  # tensorboard is optional
-                logger.debug("tensorboard not installed: logging to CSV/JSONL only")
+    def _open_tensorboard(self, purge_step: int | None = None) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:  # tensorboard is optional
+            logger.debug("tensorboard not installed: logging to CSV/JSONL only")
+            return
+        # purge_step: TensorBoard drops the events logged at or after it by an earlier run
+        # (a resumed run logs those steps again).
+        self._tb = SummaryWriter(str(self.out_dir / "tensorboard"), purge_step=purge_step)
 
     def read(self) -> list[dict[str, Any]]:
         """Every record written so far (also those of an earlier, resumed run)."""
@@ -129,6 +134,9 @@ class MetricsWriter:
         kept = [r for r in self.read() if r.get("step", 0) <= step]
         self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
         self._write_csv(kept)
+        if self._tb is not None:
+            self._tb.close()
+            self._open_tensorboard(purge_step=step + 1)
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.jsonl, "a") as f:
