@@ -222,6 +222,15 @@ def plot_sweep(results: list[dict], path: str, title: str) -> None:
 
 
 # -- the command --------------------------------------------------------------------------------
+def _show(title: str, header, rows, first: bool = False) -> str:
+    """Print one result table under its title; return it as markdown for the report page."""
+    if not first:
+        print()
+    print(title)
+    print(common.text_table(header, rows))
+    return common.markdown_table(header, rows)
+
+
 def run(args) -> int:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -245,11 +254,9 @@ def run(args) -> int:
                f"{args.repeats} interleaved repeats after {args.warmup} warm-up, "
                "one process per allocator setting")
     header, trows = timing_table(timing)
-    print(t_title)
-    print(common.text_table(header, trows))
+    sections = [(t_title, _show(t_title, header, trows, first=True))]
     report.update(timing=timing, batch_size=args.batch_size, seq_len=args.seq_len,
                   repeats=args.repeats)
-    sections = [(t_title, common.markdown_table(header, trows))]
 
     if args.every_step_loss:
         dense_rows = [(label, key, common.StepOptions(every_step=True))
@@ -259,12 +266,8 @@ def run(args) -> int:
             allocators[0])}
         d_title = (f"Training step with the loss at every step (dense gradients), "
                    f"N={args.batch_size}, T={args.seq_len}, {device}, {allocators[0]} allocator")
-        dheader, drows = timing_table(dense)
-        print()
-        print(d_title)
-        print(common.text_table(dheader, drows))
+        sections.append((d_title, _show(d_title, *timing_table(dense))))
         report["timing_every_step"] = dense
-        sections.append((d_title, common.markdown_table(dheader, drows)))
 
     if args.memory:
         runs = memory.measure_all(keys, args.memory_batch_size, args.memory_seq_len,
@@ -273,11 +276,8 @@ def run(args) -> int:
         m_title = (f"Peak memory of one training step, N={args.memory_batch_size}, "
                    f"T={args.memory_seq_len}, {device}, {args.memory_repeats} process(es) "
                    "per model")
-        print()
-        print(m_title)
-        print(common.text_table(mheader, mrows))
+        sections.append((m_title, _show(m_title, mheader, mrows)))
         report["memory"] = records
-        sections.append((m_title, common.markdown_table(mheader, mrows)))
 
     if args.sweep:
         lengths = [int(t) for t in args.sweep_lengths.split(",") if t.strip()]
@@ -285,17 +285,13 @@ def run(args) -> int:
         sres = sweep(skeys, lengths, args.sweep_batch_size, device, allocators[0])
         s_title = (f"Sequence-length sweep, N={args.sweep_batch_size}, {device}: time "
                    f"({allocators[0]} allocator) and peak memory (glibc)")
-        sheader, srows = sweep_table(sres)
-        print()
-        print(s_title)
-        print(common.text_table(sheader, srows))
+        body = _show(s_title, *sweep_table(sres))
         plot_sweep(sres, args.plot, s_title)
         print(f"plot: {args.plot}")
         report["sweep"] = sres
         image = None
         if args.markdown:
             image = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
-        body = common.markdown_table(sheader, srows)
         if image:
             body += f"\n\n![time and memory against the sequence length]({image})"
         sections.append((s_title, body))
