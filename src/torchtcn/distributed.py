@@ -181,10 +181,15 @@ def setup(device: str | torch.device | None = None, *, timeout_s: float = 600.0)
     return ctx
 
 
-def cleanup(ctx: DistributedContext) -> None:
-    """Leave the process group (after a final barrier, so no rank exits mid-collective)."""
+def cleanup(ctx: DistributedContext, *, wait_for_others: bool = True) -> None:
+    """Leave the process group, after a final barrier so no rank exits mid-collective.
+
+    ``wait_for_others=False`` skips the barrier: after an error the other processes may be
+    gone, and a barrier would only bury the real error under "connection closed by peer".
+    """
     if ctx.enabled and dist.is_initialized():
-        dist.barrier()
+        if wait_for_others:
+            dist.barrier()
         dist.destroy_process_group()
 
 

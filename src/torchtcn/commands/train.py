@@ -124,15 +124,17 @@ def run(args: argparse.Namespace) -> int:
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         device = None if args.device in (None, "auto") else args.device
         ctx = D.setup(device)
+    failed = True
     try:
         record, out = train_one(
             args.task, args.model, overrides, data_dir=args.data_dir, out=args.out, resume=args.resume,
             quiet=args.quiet, results_dir=args.results_dir, ctx=ctx, use_tensorboard=not args.no_tensorboard,
             epochs=args.epochs, seed=args.seed, device=args.device, max_steps=args.max_steps,
             time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
+        failed = False
     finally:
         if ctx is not None:
-            D.cleanup(ctx)
+            D.cleanup(ctx, wait_for_others=not failed)
     if ctx is None or ctx.is_main:
         metric = record["metric"]
         status = "complete" if record["complete"] else f"INCOMPLETE ({record['stop_reason']})"
