@@ -202,3 +202,54 @@ def test_a_signal_stops_cleanly_and_resume_equals_uninterrupted(tmp_path, signam
     rest = _trainer(tmp_path / "cut", epochs=2)
     assert rest.fit(resume=True).complete
     _assert_same(_weights(full), _weights(rest))
+
+
+def _scripted_validation(trainer, curve):
+    """Make epoch e's validation MSE ``curve[e - 1]`` (training and testing stay real)."""
+    evaluate = trainer.evaluate
+
+    def scripted(split, model=None):
+        out = evaluate(split, model)
+        if split == "valid":
+            out = {**out, "mse": curve[trainer.state["epoch"]]}
+        return out
+
+    trainer.evaluate = scripted
+    return trainer
+
+
+CURVE = [5.0, 4.0, 4.5, 4.1, 3.0, 2.0, 1.0, 0.5]  # best at epoch 2, then 2 epochs without a better one
+
+
+def test_early_stop_ends_a_complete_run_and_resume_stops_at_the_same_epoch(tmp_path):
+    full = _scripted_validation(_trainer(tmp_path / "full", epochs=8, overrides={"early_stop": "2"}), CURVE)
+    r = full.fit()
+    assert r.complete and r.epochs == 4 and r.steps == 4 * 6 and r.best_epoch == 2 and r.best_valid == 4.0
+    assert r.stop_reason == "early stop: no better validation mse in 2 epochs"
+    # epochs 5-8 would have improved: the rule, not the epoch budget, ended the run
+    split = _scripted_validation(_trainer(tmp_path / "split", epochs=3, overrides={"early_stop": "2"}), CURVE)
+    assert split.fit().stop_reason is None
+    rest = _scripted_validation(_trainer(tmp_path / "split", epochs=8, overrides={"early_stop": "2"}), CURVE)
+    r2 = rest.fit(resume=True)
+    assert (r2.epochs, r2.steps, r2.stop_reason, r2.complete) == (4, 24, r.stop_reason, True)
+    _assert_same(_weights(full), _weights(rest))
+    # without the rule the same run trains on
+    assert _scripted_validation(_trainer(epochs=6), CURVE).fit().epochs == 6
+
+
+def test_min_lr_ends_the_run_once_annealed_below_it():
+    over = {"schedule": "step", "lr_step": "1", "lr_factor": "0.5", "min_lr": "6e-4"}
+    r = _trainer(epochs=10, overrides=over).fit()
+    # lr 2e-3 (epoch 1), 1e-3 (epoch 2), then 5e-4 < 6e-4: no third epoch
+    assert [h["lr"] for h in r.history] == pytest.approx([2e-3, 1e-3])
+    assert r.complete and r.epochs == 2 and r.stop_reason == "early stop: lr 0.0005 annealed below min_lr=0.0006"
+
+
+@pytest.mark.parametrize("bad, match", [
+    ({"early_stop": 0}, "early_stop must be a positive int or None"),
+    ({"min_lr": 0.0}, "min_lr must be a positive number"),
+    ({"min_lr": float("nan")}, "min_lr must be a positive number"),
+])
+def test_early_stop_settings_are_checked(bad, match):
+    with pytest.raises(ValueError, match=match):
+        T.TrainConfig(**bad)

@@ -59,7 +59,8 @@ logger = logging.getLogger(__name__)
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("none", "step", "plateau", "regress")
 #: Settings that may change when a run is resumed (they do not change what is computed).
-RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every")
+RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every", "early_stop",
+                     "min_lr")
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,10 @@ class TrainConfig:
     lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
     lr_window: int = field(default=3, metadata={"help": "regress: epochs the new value is compared with"})
     lr_after: int = field(default=10, metadata={"help": "regress: epochs before annealing may start"})
+    early_stop: int | None = field(default=None, metadata={
+        "help": "end the run (complete) after this many epochs without a better validation metric"})
+    min_lr: float | None = field(default=None, metadata={
+        "help": "end the run (complete) once annealing has taken the lr below this"})
     seed: int = field(default=1111, metadata={"help": "seed of every RNG and the data order"})
     max_steps: int | None = field(default=None, metadata={"help": "stop after this many steps"})
     time_limit: float | None = field(default=None, metadata={"help": "stop after this many seconds"})
@@ -94,7 +99,7 @@ class TrainConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be a positive int, got {v!r}")
-        for name in ("eval_batch_size", "max_steps", "checkpoint_every"):
+        for name in ("eval_batch_size", "max_steps", "checkpoint_every", "early_stop"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
@@ -110,6 +115,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
+        if self.min_lr is not None and not (self.min_lr > 0 and math.isfinite(self.min_lr)):
+            raise ValueError(f"min_lr must be a positive number or None, got {self.min_lr!r}")
         if self.time_limit is not None and not self.time_limit > 0:
             raise ValueError(f"time_limit must be > 0 seconds or None, got {self.time_limit!r}")
         if self.device not in ("cpu", "cuda", "auto") and not self.device.startswith("cuda:"):
@@ -122,8 +129,9 @@ class FitResult:
 
     Attributes:
         epochs: completed epochs. steps: optimizer steps taken (all sessions of a resumed run).
-        complete: False when stopped by ``max_steps``, ``time_limit`` or a non-finite loss.
-        stop_reason: why it stopped early (None when complete).
+        complete: False when stopped by ``max_steps``, ``time_limit``, a signal or a non-finite
+            loss. Early stopping (``early_stop``, ``min_lr``) ends a run complete.
+        stop_reason: why it stopped before ``config.epochs`` (None when it ran them all).
         best_valid / best_epoch: the best validation metric and its epoch.
         test: metrics of the best-validation model on the test split (``{"metric": ..}``).
         test_history: per-epoch test metric (with ``test_every_epoch``).
@@ -359,6 +367,19 @@ class Trainer:
         logger.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
 
     # ------------------------------------------------------------------ loop
+    def _early_stop_reason(self) -> str | None:
+        """Why training has converged by the run's own rules (``early_stop``, ``min_lr``), or None.
+
+        Decided from the saved state alone, so a resumed run stops where an uninterrupted one did.
+        """
+        c, epoch, best_epoch = self.config, self.state["epoch"], self.state["best_epoch"]
+        if c.early_stop is not None and best_epoch is not None and epoch - best_epoch >= c.early_stop:
+            return f"early stop: no better validation {self.task.metric} in {epoch - best_epoch} epochs"
+        lr = self.optimizer.param_groups[0]["lr"]
+        if c.min_lr is not None and lr < c.min_lr:
+            return f"early stop: lr {lr:.3g} annealed below min_lr={c.min_lr:g}"
+        return None
+
     def _stop_reason(self, started: float) -> str | None:
         c = self.config
         if c.max_steps is not None and self.state["step"] >= c.max_steps:
@@ -496,7 +517,8 @@ class Trainer:
         self._stop = None
         hist = self.state["history"]
         return FitResult(
-            epochs=self.state["epoch"], steps=self.state["step"], complete=reason is None,
+            epochs=self.state["epoch"], steps=self.state["step"],
+            complete=reason is None or reason.startswith("early stop"),
             stop_reason=reason, best_valid=self.state["best"], best_epoch=self.state["best_epoch"],
             test=test, test_history=[r[f"test_{metric}"] for r in hist if f"test_{metric}" in r],
             history=hist, wall_seconds=self.state["wall_seconds"])
@@ -507,6 +529,10 @@ class Trainer:
         reason = None
         try:
             while self.state["epoch"] < self.config.epochs:
+                reason = self._early_stop_reason()
+                if reason:
+                    logger.info("%s: stopping after epoch %d", reason, self.state["epoch"])
+                    break
                 epoch_start = time.monotonic()
                 reason = self.train_epoch(started)
                 if reason:

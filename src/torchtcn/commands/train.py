@@ -137,7 +137,9 @@ def run(args: argparse.Namespace) -> int:
             D.cleanup(ctx, wait_for_others=not failed)
     if ctx is None or ctx.is_main:
         metric = record["metric"]
-        status = "complete" if record["complete"] else f"INCOMPLETE ({record['stop_reason']})"
+        status = "complete" if record["complete"] else "INCOMPLETE"
+        if record["stop_reason"]:
+            status += f" ({record['stop_reason']})"
         print(f"{record['task']} / {record['model']}: test {metric} = {format_value(record['value'], metric)} "
               f"(paper: {format_value(record['paper_model'], metric)}, paper TCN: "
               f"{format_value(record['paper_tcn'], metric)}); {record['epochs']} epochs, "
