@@ -118,7 +118,8 @@ def load_results(results_dir) -> list[dict[str, Any]]:
 
 
 def format_value(v: float | None, metric: str) -> str:
-    """Numbers as the paper prints them: 99.0 (accuracy), 8.10 (NLL), 5.8e-5 (small losses)."""
+    """Numbers in fixed widths: 99.01 (accuracy), 8.100 (NLL, bpc), 5.80e-05 (small losses),
+    88.68 and 1,279 (perplexities)."""
     if v is None:
         return "–"
     if isinstance(v, float) and not math.isfinite(v):
@@ -129,7 +130,9 @@ def format_value(v: float | None, metric: str) -> str:
         return f"{v:.2e}"
     if abs(v) >= 1000:
         return f"{v:,.0f}"
-    return f"{v:.4g}" if abs(v) < 10 else f"{v:.2f}"
+    if abs(v) < 1:
+        return f"{v:.4g}"
+    return f"{v:.3f}" if abs(v) < 10 else f"{v:.2f}"
 
 
 def _duration(seconds: float) -> str:
@@ -141,12 +144,15 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def _verdict(r: dict[str, Any]) -> str:
-    paper = r.get("paper_model")
-    # Compare like with like: where the paper reports a mean over the last k epochs (the
-    # adding problem), that mean is what is recorded under value_last<k>_mean.
+def compared_value(r: dict[str, Any]) -> float | None:
+    """Our number to hold against the paper's: the test value, or, where the paper reports a
+    mean over the last k epochs (the adding problem), that mean (``value_last<k>_mean``)."""
     last_k = [r[k] for k in r if k.startswith("value_last") and k.endswith("_mean")]
-    ours = last_k[0] if last_k else r["value"]
+    return last_k[0] if last_k else r["value"]
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    paper, ours = r.get("paper_model"), compared_value(r)
     if paper is None or ours is None:
         return "–"
     better = ours >= paper if r["higher_is_better"] else ours <= paper
@@ -220,7 +226,11 @@ def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title
 
 
 def plot_comparison(results: list[dict[str, Any]], path) -> Path:
-    """One panel per task: our test value per model beside the paper's (hatched bars)."""
+    """One panel per task: our number per model (dots) beside the paper's (crosses).
+
+    Dots, not bars: the small losses need a log axis, where a bar's height means nothing. Our
+    number is the one the table compares (:func:`compared_value`).
+    """
     plt = _pyplot()
     tasks = sorted({r["task"] for r in results})
     n = len(tasks)
@@ -229,16 +239,16 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.3 * rows), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         rs = [r for r in results if r["task"] == task]
-        models = [r["model"] for r in rs]
-        xs = range(len(rs))
-        ours = [r["value"] for r in rs]
+        xs = list(range(len(rs)))
+        ours = [compared_value(r) for r in rs]
         paper = [r.get("paper_model") if r.get("paper_model") is not None else float("nan") for r in rs]
-        ax.bar([x - 0.2 for x in xs], ours, width=0.4, label="ours")
-        ax.bar([x + 0.2 for x in xs], paper, width=0.4, hatch="//", alpha=0.6, label="paper")
-        ax.set_xticks(list(xs), [m + ("" if r["complete"] else "*") for m, r in zip(models, rs)])
+        ax.plot(xs, ours, "o", ms=7, label="ours")
+        ax.plot(xs, paper, "x", ms=9, mew=2, c="gray", label="paper")
+        ax.set_xticks(xs, [r["model"] + ("" if r["complete"] else "*") for r in rs])
+        ax.set_xlim(-0.5, len(rs) - 0.5)
         arrow = "higher" if rs[0]["higher_is_better"] else "lower"
         ax.set_title(f"{task}: {rs[0]['metric']} ({arrow} is better)", fontsize=9)
-        if rs[0]["metric"] in ("mse", "cross_entropy") and all(v > 0 for v in ours):
+        if rs[0]["metric"] in ("mse", "cross_entropy") and all(v is not None and v > 0 for v in ours):
             ax.set_yscale("log")
         ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[n:]:

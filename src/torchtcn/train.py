@@ -184,7 +184,8 @@ def hardware_description(device: torch.device) -> str:
                     break
     except OSError:
         pass
-    return f"{cpu}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    threads = torch.get_num_threads()
+    return f"{cpu}, {os.cpu_count()} cores, {threads} torch thread{'' if threads == 1 else 's'}"
 
 
 def to_device(batch: Any, device: torch.device) -> Any:
