@@ -58,6 +58,8 @@ logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("none", "step", "plateau", "regress")
+#: How an early-stop reason starts: such a run ended by its own rule, so it is complete.
+EARLY_STOP = "early stop"
 #: Settings that may change when a run is resumed (they do not change what is computed).
 RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every", "early_stop",
                      "min_lr")
@@ -375,10 +377,10 @@ class Trainer:
         """
         c, epoch, best_epoch = self.config, self.state["epoch"], self.state["best_epoch"]
         if c.early_stop is not None and best_epoch is not None and epoch - best_epoch >= c.early_stop:
-            return f"early stop: no better validation {self.task.metric} in {epoch - best_epoch} epochs"
+            return f"{EARLY_STOP}: no better validation {self.task.metric} in {epoch - best_epoch} epochs"
         lr = self.optimizer.param_groups[0]["lr"]
         if c.min_lr is not None and lr < c.min_lr:
-            return f"early stop: lr {lr:.3g} annealed below min_lr={c.min_lr:g}"
+            return f"{EARLY_STOP}: lr {lr:.3g} annealed below min_lr={c.min_lr:g}"
         return None
 
     def _stop_reason(self, started: float) -> str | None:
@@ -519,7 +521,7 @@ class Trainer:
         hist = self.state["history"]
         return FitResult(
             epochs=self.state["epoch"], steps=self.state["step"],
-            complete=reason is None or reason.startswith("early stop"),
+            complete=reason is None or reason.startswith(EARLY_STOP),
             stop_reason=reason, best_valid=self.state["best"], best_epoch=self.state["best_epoch"],
             test=test, test_history=[r[f"test_{metric}"] for r in hist if f"test_{metric}" in r],
             history=hist, wall_seconds=self.state["wall_seconds"])

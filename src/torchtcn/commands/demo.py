@@ -2,9 +2,9 @@
 
 Runs JSB Chorales (Bach chorales as piano rolls, the paper's Table 1 row "JSB Chorales")
 through the same task registry and the same trainer as ``torchtcn train``: both models with
-the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), up to the preset's 100 epochs (~1 s per epoch each on an idle
-2-core CPU; much longer on a busy machine: ``--epochs N`` for a shorter run), and the
-best-validation model tested. It prints the comparison table and writes a plot of both
+the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), up to the
+preset's 100 epochs (~1 s per epoch each on an idle 2-core CPU; much longer on a busy machine:
+``--epochs N`` for a shorter run), and the best-validation model tested. It prints the comparison table and writes a plot of both
 learning curves (``<out>/demo.png``).
 
 One change from ``torchtcn train``: each run ends once the preset's schedule has annealed the
@@ -66,8 +66,8 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for model in DEMO_MODELS:
         print(f"training {model} on {DEMO_TASK} ({args.epochs or 'preset'} epochs) ...", flush=True)
-        record, _ = train_one(DEMO_TASK, model, dict(DEMO_OVERRIDES), data_dir=args.data_dir, out=Path(args.out) / model,
-                              quiet=args.quiet, epochs=args.epochs, seed=args.seed, device=args.device,
+        record, _ = train_one(DEMO_TASK, model, dict(DEMO_OVERRIDES), data_dir=args.data_dir,
+                              out=Path(args.out) / model, quiet=args.quiet, epochs=args.epochs, seed=args.seed, device=args.device,
                               use_tensorboard=False)
         records.append(record)
     metric = records[0]["metric"]
