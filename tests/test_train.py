@@ -136,12 +136,25 @@ def test_lr_schedules():
     step = _trainer(epochs=3, overrides={"schedule": "step", "lr_step": "1", "lr_factor": "0.5"})
     r = step.fit()
     assert [h["lr"] for h in r.history] == pytest.approx([2e-3, 1e-3, 5e-4])
+    cosine = _trainer(epochs=4, overrides={"schedule": "cosine"}).fit()
+    assert [h["lr"] for h in cosine.history] == pytest.approx(
+        [2e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)])  # 2e-3, 1.71e-3, 1e-3, 2.9e-4
+
+
+def test_resume_keeps_the_cosine_schedule(tmp_path):
+    full = _trainer(tmp_path / "full", epochs=3, overrides={"schedule": "cosine"})
+    full.fit()
+    _trainer(tmp_path / "split", epochs=3, max_steps=8, overrides={"schedule": "cosine"}).fit()
+    rest = _trainer(tmp_path / "split", epochs=3, overrides={"schedule": "cosine"})
+    r = rest.fit(resume=True)
+    assert r.complete and [h["lr"] for h in r.history] == [h["lr"] for h in full.state["history"]]
+    _assert_same(_weights(full), _weights(rest))
 
 
 @pytest.mark.parametrize("bad, match", [
     ({"epochs": 0}, "epochs must be a positive int"),
     ({"optimizer": "adamw"}, "optimizer must be one of"),
-    ({"schedule": "cosine"}, "schedule must be one of"),
+    ({"schedule": "linear"}, "schedule must be one of"),
     ({"lr": -1.0}, "lr must be a positive number"),
     ({"clip": 0.0}, "clip must be > 0"),
     ({"device": "tpu"}, "device must be"),

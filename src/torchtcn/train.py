@@ -57,7 +57,7 @@ from .schedules import AnnealOnRegression
 logger = logging.getLogger(__name__)
 
 OPTIMIZERS = ("adam", "rmsprop", "sgd")
-SCHEDULES = ("none", "step", "plateau", "regress")
+SCHEDULES = ("none", "step", "plateau", "regress", "cosine")
 #: How an early-stop reason starts: such a run ended by its own rule, so it is complete.
 EARLY_STOP = "early stop"
 #: Settings that may change when a run is resumed (they do not change what is computed).
@@ -79,7 +79,8 @@ class TrainConfig:
     clip: float | None = field(default=None, metadata={"help": "max gradient norm (none: off)"})
     schedule: str = field(default="none", metadata={
         "help": "none | step | plateau | regress (the reference code's: anneal when valid is worse "
-                "than all of the last lr_window epochs, after lr_after epochs)"})
+                "than all of the last lr_window epochs, after lr_after epochs) | cosine (from lr "
+                "towards 0 over the run's epochs, once per epoch)"})
     lr_factor: float = field(default=0.1, metadata={"help": "lr multiplier when annealing"})
     lr_step: int = field(default=10, metadata={"help": "step schedule: epochs between anneals"})
     lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
@@ -295,6 +296,9 @@ class Trainer:
         if c.schedule == "regress":
             return AnnealOnRegression(optimizer, factor=c.lr_factor, window=c.lr_window,
                                       after=c.lr_after, mode=mode)
+        if c.schedule == "cosine":
+            # Its length is the epochs planned when the run starts (a resume keeps it).
+            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs)
         return None
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
