@@ -117,3 +117,20 @@ def test_demo_runs_tcn_and_lstm_through_the_trainer(tmp_path, capsys):
     assert "tcn" in out and "lstm" in out and "paper" in out
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "demo" / "tcn" / "best.ckpt").exists()
+
+
+def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, capsys):
+    from torchtcn.commands.train import parse_overrides
+    from torchtcn.tasks import get_task
+
+    rc = main(["train", "copy1000", "--show-settings", "lr=1e-3", "channels=8,8", "--epochs", "3",
+               "--out", str(tmp_path / "never")])
+    out = capsys.readouterr().out
+    assert rc == 0 and not (tmp_path / "never").exists()
+    lines = out.splitlines()
+    assert lines[0] == "# copy1000 / tcn" and "lr=0.001" in out and "epochs=3 " in out
+    assert "optimizer=rmsprop" in out and "channels=8,8" in out and "dropout=0.0" in out
+    # every printed line is a valid override, and feeding them all back gives the same run
+    words = [line.split("  #")[0].strip() for line in lines if line and not line.startswith("#")]
+    again = get_task("copy1000").resolve("tcn", parse_overrides(words))
+    assert again == get_task("copy1000").resolve("tcn", {"lr": "1e-3", "channels": "8,8", "epochs": "3"})

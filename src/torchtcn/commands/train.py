@@ -78,8 +78,32 @@ def add_parser(sub) -> None:
     p.add_argument("--results-dir", default=None,
                    help="also write <task>-<model>.json here (e.g. benchmarks/results)")
     p.add_argument("--no-tensorboard", action="store_true", help="don't log to TensorBoard")
+    p.add_argument("--show-settings", action="store_true",
+                   help="print every setting of the run (preset + overrides) and exit without training")
     add_common_run_arguments(p)
     p.set_defaults(func=run, overrides=[])
+
+
+def format_settings(spec) -> str:
+    """The resolved settings of a run, one ``key=value`` per line, grouped, trainer keys with
+    their help: what ``--show-settings`` prints, and valid command-line overrides as written."""
+    import dataclasses
+
+    from ..train import TrainConfig
+
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
+
+    def text(v):
+        return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
+
+    d = spec.to_dict()
+    lines = [f"# {d['task']} / {d['model']}", "# trainer"]
+    width = max(len(f"{k}={text(v)}") for k, v in d["train"].items())
+    lines += [f"{k}={text(v)}".ljust(width) + f"  # {helps[k]}" for k, v in d["train"].items()]
+    for group in ("data", "model_kwargs"):
+        lines.append(f"# {'model' if group == 'model_kwargs' else group}")
+        lines += [f"{k}={text(v)}" for k, v in d[group].items()]
+    return "\n".join(lines)
 
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,
@@ -120,6 +144,13 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.data is not None:
         overrides["data"] = args.data
+    if args.show_settings:
+        from ..tasks import get_task
+
+        flags = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_steps": args.max_steps,
+                 "time_limit": args.time_limit, "checkpoint_every": args.checkpoint_every}
+        print(format_settings(get_task(args.task).resolve(args.model, overrides, **flags)))
+        return 0
     ctx = None
     if int(os.environ.get("WORLD_SIZE", "1") or 1) > 1:
         device = None if args.device in (None, "auto") else args.device
