@@ -1,7 +1,8 @@
-"""The reference code's anneal-when-validation-regresses learning-rate rule."""
+"""The trainer's own schedules: the reference code's anneal-on-regression rule and the cosine."""
 
 from __future__ import annotations
 
+import math
 import random
 
 import pytest
@@ -78,3 +79,21 @@ def test_bad_arguments_are_named(kwargs, match):
 def test_bad_state_is_rejected():
     with pytest.raises(ValueError, match="history"):
         AnnealOnRegression(_optimizer()).load_state_dict({"history": "abc"})
+
+
+def test_cosine_is_a_function_of_the_epoch_and_survives_a_longer_plan():
+    from torchtcn.schedules import CosineOverEpochs
+
+    opt = _optimizer(lr=0.5)  # the optimizer's lr is overwritten: the cosine starts from lr
+    sched = CosineOverEpochs(opt, lr=2.0, epochs=4)
+    assert opt.param_groups[0]["lr"] == 2.0
+    lrs = [sched.step() for _ in range(5)]
+    assert lrs == pytest.approx([2.0 * (1 + math.cos(math.pi * e / 4)) / 2 for e in (1, 2, 3, 4, 4)])
+    # resumed after epoch 2 with 8 epochs planned: the lr is the 8-epoch cosine's, not the 4's
+    longer = CosineOverEpochs(_optimizer(), lr=2.0, epochs=8)
+    longer.load_state_dict({"epoch": 2})
+    assert longer.optimizer.param_groups[0]["lr"] == pytest.approx(2.0 * (1 + math.cos(math.pi * 2 / 8)) / 2)
+    with pytest.raises(ValueError, match="'epoch'"):
+        longer.load_state_dict({"epoch": -1})
+    with pytest.raises(ValueError, match="epochs must be a positive int"):
+        CosineOverEpochs(_optimizer(), lr=1.0, epochs=0)

@@ -14,8 +14,11 @@ from torchtcn.checkpoint import load_checkpoint
 from torchtcn.tasks import build_run
 
 # A tiny adding problem with dropout, so the RNG state matters for exact resume.
+# A constant lr (the adding preset's cosine depends on the planned epochs, which several tests
+# change on resume).
 TINY = {"T": "16", "n_train": "96", "n_valid": "32", "n_test": "32", "channels": "6,6",
-        "kernel_size": "4", "dropout": "0.2", "batch_size": "16", "eval_batch_size": "32"}
+        "kernel_size": "4", "dropout": "0.2", "batch_size": "16", "eval_batch_size": "32",
+        "schedule": "none"}
 
 
 def _trainer(out=None, overrides=None, **train):
@@ -149,6 +152,16 @@ def test_resume_keeps_the_cosine_schedule(tmp_path):
     r = rest.fit(resume=True)
     assert r.complete and [h["lr"] for h in r.history] == [h["lr"] for h in full.state["history"]]
     _assert_same(_weights(full), _weights(rest))
+
+
+def test_a_cosine_run_extended_on_resume_continues_on_the_longer_cosine(tmp_path):
+    # The epochs already trained keep the lr they had; the rest follow the longer plan (the
+    # optimizer's stored lr, that of the shorter plan, is not carried over).
+    short = _trainer(tmp_path / "run", epochs=2, overrides={"schedule": "cosine"}).fit()
+    assert [h["lr"] for h in short.history] == pytest.approx([2e-3, 1e-3])
+    r = _trainer(tmp_path / "run", epochs=4, overrides={"schedule": "cosine"}).fit(resume=True)
+    four = [2e-3 * (1 + math.cos(math.pi * e / 4)) / 2 for e in range(4)]
+    assert [h["lr"] for h in r.history] == pytest.approx([2e-3, 1e-3, four[2], four[3]])
 
 
 @pytest.mark.parametrize("bad, match", [

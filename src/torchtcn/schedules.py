@@ -1,4 +1,8 @@
-"""The reference code's learning-rate rule: anneal when validation gets *worse* than recently.
+"""Learning-rate schedules the trainer needs beyond ``torch.optim.lr_scheduler``.
+
+:class:`AnnealOnRegression` is the reference code's rule: anneal when validation gets *worse*
+than recently. :class:`CosineOverEpochs` is a cosine whose every value is a function of the
+epoch and the planned epochs, so a run resumed with more epochs follows the longer cosine.
 
 Bai et al.'s music and language-model scripts do not use ``ReduceLROnPlateau``. After a
 warm-up of ``after`` epochs they divide the learning rate whenever the new validation loss is
@@ -10,9 +14,11 @@ improving), so the rate is not driven to ~1e-8 half-way through a 100-epoch run.
 
 from __future__ import annotations
 
+import math
+
 import torch
 
-__all__ = ["AnnealOnRegression"]
+__all__ = ["AnnealOnRegression", "CosineOverEpochs"]
 
 
 class AnnealOnRegression:
@@ -77,3 +83,55 @@ class AnnealOnRegression:
         if not isinstance(history, list) or not all(isinstance(v, (int, float)) for v in history):
             raise ValueError(f"scheduler state needs a list of numbers under 'history', got {history!r}")
         self.history = [float(v) for v in history]
+
+
+class CosineOverEpochs:
+    """The lr of epoch ``e`` (0-based) is ``lr * (1 + cos(pi * e / epochs)) / 2``.
+
+    Unlike ``CosineAnnealingLR`` it keeps no lr of its own: only the epoch count is saved, and
+    every lr is recomputed from it, ``lr`` and ``epochs``. A resumed run with the same plan
+    continues exactly; one resumed with more epochs (``--epochs``) keeps what it trained and
+    runs its remaining epochs on the longer cosine (not on the stale lr of the shorter one).
+
+    Args:
+        optimizer: whose param groups' ``lr`` is set.
+        lr: the starting learning rate (the run's setting, not the optimizer's current value).
+        epochs: the planned epochs; the last epoch runs at a small but non-zero lr.
+
+    Example:
+        >>> opt = torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1.0)
+        >>> sched = CosineOverEpochs(opt, lr=1.0, epochs=4)
+        >>> [round(sched.step(), 3) for _ in range(3)]  # the lr of epochs 2, 3 and 4
+        [0.854, 0.5, 0.146]
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, lr: float, epochs: int):
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+            raise ValueError(f"epochs must be a positive int, got {epochs!r}")
+        self.optimizer, self.lr, self.epochs = optimizer, float(lr), epochs
+        self.epoch = 0
+        self._apply()
+
+    def lr_at(self, epoch: int) -> float:
+        return self.lr * (1.0 + math.cos(math.pi * min(epoch, self.epochs) / self.epochs)) / 2.0
+
+    def _apply(self) -> float:
+        lr = self.lr_at(self.epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        return lr
+
+    def step(self) -> float:
+        """Call once at the end of each epoch; sets and returns the next epoch's lr."""
+        self.epoch += 1
+        return self._apply()
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch}
+
+    def load_state_dict(self, state: dict) -> None:
+        epoch = state.get("epoch")
+        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
+            raise ValueError(f"scheduler state needs an int >= 0 under 'epoch', got {epoch!r}")
+        self.epoch = epoch
+        self._apply()

@@ -52,7 +52,7 @@ from torch import nn
 from . import distributed as D
 from . import metrics as M
 from .interrupt import GracefulStop
-from .schedules import AnnealOnRegression
+from .schedules import AnnealOnRegression, CosineOverEpochs
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ class TrainConfig:
     schedule: str = field(default="none", metadata={
         "help": "none | step | plateau | regress (the reference code's: anneal when valid is worse "
                 "than all of the last lr_window epochs, after lr_after epochs) | cosine (from lr "
-                "towards 0 over the run's epochs, once per epoch)"})
+                "towards 0 over the run's epochs, set once per epoch)"})
     lr_factor: float = field(default=0.1, metadata={"help": "lr multiplier when annealing"})
     lr_step: int = field(default=10, metadata={"help": "step schedule: epochs between anneals"})
     lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
@@ -297,8 +297,7 @@ class Trainer:
             return AnnealOnRegression(optimizer, factor=c.lr_factor, window=c.lr_window,
                                       after=c.lr_after, mode=mode)
         if c.schedule == "cosine":
-            # Its length is the epochs planned when the run starts (a resume keeps it).
-            return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=c.epochs)
+            return CosineOverEpochs(optimizer, lr=c.lr, epochs=c.epochs)
         return None
 
     def epoch_order(self, epoch: int) -> torch.Tensor:
