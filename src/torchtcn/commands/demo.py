@@ -8,9 +8,9 @@ preset's 100 epochs (~1 s per epoch each on an idle 2-core CPU; much longer on a
 learning curves (``<out>/demo.png``).
 
 One change from ``torchtcn train``: each run ends once the preset's schedule has annealed the
-learning rate below ``min_lr=1e-6`` (three divisions by 10). The full run goes on to ~1e-8
-for its last ~50 epochs and its validation loss no longer moves, so this halves the wait
-without changing which model is best.
+learning rate below ``min_lr=1e-6`` (from 2e-3: four divisions by 10). The full run goes on
+to ~1e-8 for its last ~50 epochs and its validation loss no longer moves, so this about
+halves the wait without changing which model is best.
 """
 
 from __future__ import annotations
