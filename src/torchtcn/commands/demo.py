@@ -39,7 +39,7 @@ def add_parser(sub) -> None:
 
 def plot_demo(records: list[dict], path) -> Path:
     """Validation NLL per epoch of every model, and the paper's TCN number for reference."""
-    from ..report import _pyplot, save_figure
+    from ..report import _pyplot, format_value, save_figure
 
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
@@ -49,7 +49,7 @@ def plot_demo(records: list[dict], path) -> Path:
                 label=f"{r['model']} ({r['params']:,} params, {r['wall_seconds']:.0f} s)")
     paper = records[0]["paper_tcn"]
     if paper is not None:
-        ax.axhline(paper, ls="--", c="gray", label=f"paper TCN, test ({paper})")
+        ax.axhline(paper, ls="--", c="gray", label=f"paper TCN, test ({format_value(paper, records[0]['metric'])})")
     ax.set_xlabel("epoch")
     ax.set_ylabel(f"validation {records[0]['metric']} (lower is better)")
     ax.set_title(f"{records[0]['task']}: TCN vs LSTM (torchtcn demo)")
