@@ -246,6 +246,7 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
         ax.plot(xs, paper, "x", ms=9, mew=2, c="gray", label="paper")
         ax.set_xticks(xs, [r["model"] + ("" if r["complete"] else "*") for r in rs])
         ax.set_xlim(-0.5, len(rs) - 0.5)
+        ax.margins(y=0.2)  # keep the dots off the frame
         arrow = "higher" if rs[0]["higher_is_better"] else "lower"
         ax.set_title(f"{task}: {rs[0]['metric']} ({arrow} is better)", fontsize=9)
         if rs[0]["metric"] in ("mse", "cross_entropy") and all(v is not None and v > 0 for v in ours):
