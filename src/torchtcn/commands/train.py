@@ -144,11 +144,12 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.data is not None:
         overrides["data"] = args.data
+    # trainer settings set by flags rather than key=value (None: the preset's)
+    flags = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_steps": args.max_steps,
+             "time_limit": args.time_limit, "checkpoint_every": args.checkpoint_every}
     if args.show_settings:
         from ..tasks import get_task
 
-        flags = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_steps": args.max_steps,
-                 "time_limit": args.time_limit, "checkpoint_every": args.checkpoint_every}
         print(format_settings(get_task(args.task).resolve(args.model, overrides, **flags)))
         return 0
     ctx = None
@@ -160,8 +161,7 @@ def run(args: argparse.Namespace) -> int:
         record, out = train_one(
             args.task, args.model, overrides, data_dir=args.data_dir, out=args.out, resume=args.resume,
             quiet=args.quiet, results_dir=args.results_dir, ctx=ctx, use_tensorboard=not args.no_tensorboard,
-            epochs=args.epochs, seed=args.seed, device=args.device, max_steps=args.max_steps,
-            time_limit=args.time_limit, checkpoint_every=args.checkpoint_every)
+            **flags)
         failed = False
     finally:
         if ctx is not None:
