@@ -254,9 +254,10 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
         ax.grid(alpha=0.3, axis="y")
     for ax in list(axes.flat)[n:]:
         ax.axis("off")
-    axes.flat[0].legend(fontsize=8)
+    # one legend for the figure, above the panels, where it cannot cover a dot
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="upper right", fontsize=8)
     fig.suptitle("Test vs Bai et al. (2018) Table 1\n(* = stopped early)", fontsize=9)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return save_figure(fig, path)
 
 
