@@ -60,7 +60,8 @@ OPTIMIZERS = ("adam", "rmsprop", "sgd")
 SCHEDULES = ("none", "step", "plateau", "regress", "cosine")
 #: How an early-stop reason starts: such a run ended by its own rule, so it is complete.
 EARLY_STOP = "early stop"
-#: Settings that may change when a run is resumed (they do not change what is computed).
+#: Settings that may change when a run is resumed: limits and stopping rules, which do not change
+#: the steps already taken (with schedule=cosine a new ``epochs`` reshapes the remaining lr).
 RESUMABLE_CHANGES = ("epochs", "max_steps", "time_limit", "device", "checkpoint_every", "early_stop",
                      "min_lr")
 

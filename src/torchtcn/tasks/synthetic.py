@@ -113,7 +113,7 @@ for _T, (_k, _n, _h) in COPY_TCN.items():
         data_preset={"T": _T, "copy_len": 10, "n_train": 10_000, "n_valid": 1_000, "n_test": 1_000,
                      "data_seed": 0},
         # Dropout 0.0, as in the reference script that produced Table 1 (Table 2 says 0.05).
-        # On validation at T=1000: 0.05 reached 5.5e-5 in 50 epochs, 0.0 reached 7e-7 by epoch 32.
+        # Best validation loss at T=1000 over 50 epochs: 5.5e-5 with 0.05, 2.3e-7 with 0.0.
         model_presets={"tcn": {"channels": (_h,) * _n, "kernel_size": _k, "dropout": 0.0},
                        **_rnn_presets(COPY_RNN)},
         needs_data=False,
