@@ -94,6 +94,26 @@ def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys):
     assert ckpt.read_bytes() == broken
 
 
+def test_eval_and_resume_give_a_data_setting_added_since_the_checkpoint_its_preset_value(tmp_path, monkeypatch, capsys):
+    from torchtcn.tasks import get_task
+
+    assert _train(tmp_path, "epochs=1") == 0
+    task = get_task("adding200")
+    monkeypatch.setitem(task.data_preset, "added_later", "preset value")
+    seen = []
+    load = type(task).load
+
+    def recording_load(self, spec, data_dir=None):
+        seen.append(spec.data["added_later"])
+        return load(self, spec, data_dir)
+
+    monkeypatch.setattr(type(task), "load", recording_load)
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    assert seen == ["preset value"]
+    assert _train(tmp_path, "epochs=2", "--resume") == 0  # not "written by a different run"
+    assert seen[-1] == "preset value"
+
+
 def test_report_command(tmp_path, capsys):
     assert _train(tmp_path, "epochs=1", "--results-dir", str(tmp_path / "results")) == 0
     md = tmp_path / "docs" / "benchmarks.md"

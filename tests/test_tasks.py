@@ -77,7 +77,7 @@ def test_overrides_are_typed_and_checked():
                                 "norm": "layer"})
     assert spec.model_kwargs["channels"] == (32, 32, 32) and spec.train.lr == 3e-4
     assert spec.train.clip is None and spec.train.epochs == 2 and spec.model_kwargs["norm"] == "layer"
-    with pytest.raises(ValueError, match=r"unknown setting 'lrr'.*valid keys: trainer:.*\blr\b.*data: data; model:.*kernel_size"):
+    with pytest.raises(ValueError, match=r"unknown setting 'lrr'.*valid keys: trainer:.*\blr\b.*data: data, loss_reduction; model:.*kernel_size"):
         task.resolve("tcn", {"lrr": "1"})
     with pytest.raises(ValueError, match=r"unknown setting 'kernel_size'.*hidden_size"):
         task.resolve("lstm", {"kernel_size": "3"})  # a TCN key is not an LSTM key
@@ -157,6 +157,23 @@ def test_music_from_any_mat_file_and_padding_is_exact(tmp_path):
         alone = [run.task.step(model, ds.batch(torch.tensor([i])))[1] for i in range(3)]
     assert together["count"] == sum(a["count"] for a in alone)
     assert together["loss"] == pytest.approx(sum(a["loss"] for a in alone), rel=1e-5)
+
+
+def test_music_loss_reduction_sum_is_the_reference_scripts_per_piece_sum(tmp_path):
+    path = tmp_path / "mine.mat"
+    _write_mat(path, np.random.default_rng(0))
+    settings = {"data": str(path), "channels": "16,16", "kernel_size": "3"}
+    mean_run = build_run("music", "tcn", settings)
+    sum_run = build_run("music", "tcn", {**settings, "loss_reduction": "sum"})
+    idx = torch.arange(3)
+    model = mean_run.model.eval()
+    with torch.no_grad():
+        mean_loss, mean_totals = mean_run.task.step(model, mean_run.datasets["train"].batch(idx))
+        sum_loss, sum_totals = sum_run.task.step(model, sum_run.datasets["train"].batch(idx))
+    assert sum_totals == mean_totals  # the metric does not depend on the training loss
+    assert sum_loss.item() == pytest.approx(mean_loss.item() * mean_totals["count"], rel=1e-6)
+    with pytest.raises(ValueError, match="loss_reduction must be one of mean, sum, got 'max'"):
+        build_run("music", "tcn", {**settings, "loss_reduction": "max"})
 
 
 def test_music_lstm_trains_one_epoch(tmp_path):

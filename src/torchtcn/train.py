@@ -352,6 +352,8 @@ class Trainer:
 
         ckpt = load_checkpoint(path, device=self.device)
         stored = ckpt.trainer_state.get("run", {})
+        if isinstance(stored.get("data"), dict) and stored.get("task") == getattr(self.task, "name", None):
+            stored = {**stored, "data": self.task.stored_data_settings(stored["data"])}
         diff = _run_differences(stored, self.run_info)
         if diff:
             raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "

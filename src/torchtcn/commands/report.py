@@ -58,7 +58,10 @@ NOTES = """## How the runs were made
     8.165 / 8.211; `schedule=regress` with lr 1e-3 8.152 / 8.202; with lr 2e-3
     **8.143 / 8.199 (chosen)**; lr 1e-3 without clipping 8.163 / 8.217; lr 2e-3 with
     dropout 0.6 8.178 / 8.224; lr 2e-3 without clipping 8.195 / 8.244; channel dropout
-    8.167 / 8.250; the chosen preset with seeds 2 and 3: 8.147 / 8.184 and 8.155 / 8.186.
+    8.167 / 8.250; the chosen preset with seeds 2 and 3: 8.147 / 8.184 and 8.155 / 8.186;
+    the training loss summed over each piece's frames, as the reference script did
+    (`loss_reduction=sum`): 8.156 / 8.200, without clipping 8.142 / 8.210, and with the
+    script's lr 1e-3 and no clipping (the reference script's own training) 8.170 / 8.234.
     None reached the paper's 8.10.
 - **Data.** Adding: 50,000 / 1,000 / 1,000 sequences with the two marks anywhere in the
   sequence (the reference code's placement); copy memory: 10,000 / 1,000 / 1,000; both from

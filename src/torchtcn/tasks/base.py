@@ -241,6 +241,17 @@ class Task:
             raise ValueError(f"unknown trainer setting(s) {unknown}; valid: {sorted(train_hints)}")
         return RunSpec(self.name, model, TrainConfig(**train), data, model_kwargs)
 
+    def stored_data_settings(self, stored: dict[str, Any]) -> dict[str, Any]:
+        """The data settings of a run written earlier (a checkpoint's), with any setting added
+        to the preset since then at its preset value: what those runs did before it existed.
+
+        Example:
+            >>> from torchtcn.tasks import get_task
+            >>> get_task("jsb").stored_data_settings({"data": "JSB_Chorales"})["loss_reduction"]
+            'mean'
+        """
+        return {**self.data_preset, **stored}
+
     @property
     def is_language_model(self) -> bool:
         return False

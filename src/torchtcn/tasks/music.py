@@ -12,12 +12,17 @@ k=6, 4 levels of 150, dropout 0.2, clip 0.4), trained one piece at a time like t
 The schedule is the reference code's (divide the lr by 10 when validation is worse than all
 of the last 3 epochs, after epoch 10): on JSB it beat ``ReduceLROnPlateau`` (patience 3),
 which had cut the lr to 1e-8 by epoch 60. The lr is the paper's default 2e-3 rather than the
-script's 1e-3: JSB validation NLL 8.143 against 8.152 (test 8.199 against 8.202). LSTM,
+script's 1e-3: JSB validation NLL 8.143 against 8.152 (test 8.199 against 8.202). The
+training loss is the mean over the batch's frames; ``loss_reduction=sum`` gives the reference
+script's per-piece sum, which did not help on JSB (validation 8.156, and 8.170 with the
+script's lr and no clipping; ``torchtcn report`` lists every variant tried). LSTM,
 GRU and RNN are sized to the model-size column (~300K JSB, ~1M Nottingham) and use the
 same optimizer and clipping.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +33,36 @@ from . import register_task
 from .base import Paper, Task, sequence_model
 
 
-class PianoRollDataset:
-    """Pieces ``(T_i, 88)``; ``batch(idx) -> (x, y, mask)`` with ``x`` the frames 0..T-2 and
-    ``y`` the frames 1..T-1 as ``(N, 88, L)``, ``mask`` ``(N, L)`` marking real frames."""
+#: How a training batch's per-frame NLLs become the loss that is backpropagated.
+#: ``mean``: averaged over the batch's frames. ``sum``: summed, as the reference script did
+#: (one piece per step, so a long piece takes a proportionally larger step).
+LOSS_REDUCTIONS = ("mean", "sum")
 
-    def __init__(self, pieces: list[torch.Tensor]):
+
+class PianoRollBatch(NamedTuple):
+    x: torch.Tensor  # (N, 88, L) frames 0..T-2
+    y: torch.Tensor  # (N, 88, L) frames 1..T-1
+    mask: torch.Tensor  # (N, L) 1 on real frames, 0 on padding
+    loss_reduction: str  # one of LOSS_REDUCTIONS
+
+
+class PianoRollDataset:
+    """Pieces ``(T_i, 88)``; ``batch(idx)`` gives a :class:`PianoRollBatch` padded to the
+    longest piece of the batch.
+
+    Example:
+        >>> ds = PianoRollDataset([torch.ones(5, 88), torch.zeros(3, 88)])
+        >>> b = ds.batch(torch.tensor([0, 1]))
+        >>> b.x.shape, b.mask.sum().item()
+        (torch.Size([2, 88, 4]), 6.0)
+    """
+
+    def __init__(self, pieces: list[torch.Tensor], loss_reduction: str = "mean"):
+        if loss_reduction not in LOSS_REDUCTIONS:
+            raise ValueError(f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
+                             f"got {loss_reduction!r}")
         self.pieces = [p for p in pieces if p.shape[0] >= 2]  # a 1-frame piece predicts nothing
+        self.loss_reduction = loss_reduction
 
     def __len__(self) -> int:
         return len(self.pieces)
@@ -49,7 +78,7 @@ class PianoRollDataset:
             x[j, :, :t] = r[:-1].T
             y[j, :, :t] = r[1:].T
             mask[j, :t] = 1.0
-        return x, y, mask
+        return PianoRollBatch(x, y, mask, self.loss_reduction)
 
 
 class MusicTask(Task):
@@ -61,17 +90,17 @@ class MusicTask(Task):
             raise ValueError(f"task {self.name!r} needs a piano-roll file: pass --data PATH "
                              "(a .mat with traindata/validdata/testdata)")
         rolls = load_piano_rolls(source, data_dir)
-        return {s: PianoRollDataset(rolls[s]) for s in ("train", "valid", "test")}
+        return {s: PianoRollDataset(rolls[s], spec.data["loss_reduction"]) for s in ("train", "valid", "test")}
 
     def build_model(self, spec, datasets):
         return sequence_model(spec, in_channels=N_KEYS, head="per_step", out_features=N_KEYS)
 
     def step(self, model, batch):
-        x, y, mask = batch
-        nll = F.binary_cross_entropy_with_logits(model(x), y, reduction="none").sum(1)  # (N, L)
-        total = (nll * mask).sum()
-        frames = mask.sum()
-        return total / frames, {"loss": total.item(), "count": frames.item()}
+        nll = F.binary_cross_entropy_with_logits(model(batch.x), batch.y, reduction="none").sum(1)  # (N, L)
+        total = (nll * batch.mask).sum()
+        frames = batch.mask.sum()
+        loss = total if batch.loss_reduction == "sum" else total / frames
+        return loss, {"loss": total.item(), "count": frames.item()}
 
 
 def _presets(tcn: dict, sizes: dict[str, int]) -> dict:
@@ -86,7 +115,7 @@ _TRAIN = {"epochs": 100, "batch_size": 1, "eval_batch_size": 16, "optimizer": "a
 register_task(MusicTask(
     name="jsb", description="JSB Chorales: next frame of 88 keys (NLL per frame)", metric="nll_per_frame",
     paper=Paper(tcn=8.10, lstm=8.45, gru=8.43, rnn=8.91, size="300K", note="Table 1"),
-    train_preset=dict(_TRAIN), data_preset={"data": "JSB_Chorales"},
+    train_preset=dict(_TRAIN), data_preset={"data": "JSB_Chorales", "loss_reduction": "mean"},
     model_presets=_presets({"channels": (150, 150), "kernel_size": 3, "dropout": 0.5},
                            {"lstm": 224, "gru": 262, "rnn": 466}),
 ))
@@ -94,14 +123,14 @@ register_task(MusicTask(
     name="nottingham", description="Nottingham: next frame of 88 keys (NLL per frame)",
     metric="nll_per_frame",
     paper=Paper(tcn=3.07, lstm=3.29, gru=3.46, rnn=4.05, size="1M", note="Table 1"),
-    train_preset=dict(_TRAIN), data_preset={"data": "Nottingham"},
+    train_preset=dict(_TRAIN), data_preset={"data": "Nottingham", "loss_reduction": "mean"},
     model_presets=_presets({"channels": (150,) * 4, "kernel_size": 6, "dropout": 0.2},
                            {"lstm": 448, "gru": 520, "rnn": 914}),
 ))
 register_task(MusicTask(
     name="music", description="any piano-roll .mat file (--data PATH): next frame (NLL per frame)",
     metric="nll_per_frame", paper=Paper(note="user data: no paper number"),
-    train_preset=dict(_TRAIN), data_preset={"data": None},
+    train_preset=dict(_TRAIN), data_preset={"data": None, "loss_reduction": "mean"},
     model_presets=_presets({"channels": (150,) * 4, "kernel_size": 6, "dropout": 0.2},
                            {"lstm": 448, "gru": 520, "rnn": 914}),
 ))
