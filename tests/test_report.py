@@ -108,6 +108,14 @@ def test_write_report(tmp_path):
     assert md.read_text() == text and text.startswith("# Title")
     assert "![comparison](benchmarks/comparison.png)" in text
     assert "jsb / rnn: 2 of 100 epochs (time_limit=60s reached)" in text
+    assert "early stopping" not in text  # no run ended that way
+    early = _record("jsb", "gru", 8.5, epochs=4, planned=100)
+    early["stop_reason"] = "early stop: lr 2e-11 annealed below min_lr=1e-06"
+    R.write_result(early, results)
+    text = R.write_report(results, md, tmp_path / "docs" / "benchmarks")
+    stopped, ended = text.split("opt-in early stopping")
+    assert "jsb / gru" not in stopped and "jsb / rnn" not in ended
+    assert "jsb / gru: 4 of 100 epochs (early stop: lr 2e-11 annealed below min_lr=1e-06)" in ended
     assert (tmp_path / "docs" / "benchmarks" / "curves-jsb-rnn.png").exists()
     assert "_No results yet" in R.write_report(tmp_path / "none", None, tmp_path / "p")
 
