@@ -67,8 +67,10 @@ def test_presets_follow_the_paper_optimizers():
     assert (word.train.lr_window, word.train.lr_after) == (5, 5)
     jsb = get_task("jsb").resolve("tcn").train  # music_test.py: /10 when valid > max(last 3) after ep 10
     assert (jsb.schedule, jsb.lr_factor, jsb.lr_window, jsb.lr_after) == ("regress", 0.1, 3, 10)
-    adding = get_task("adding600").resolve("tcn").train
-    assert (adding.lr, adding.schedule) == (2e-3, "cosine")
+    adding = get_task("adding600").resolve("tcn").train  # add_test.py's lr, then a cosine
+    assert (adding.lr, adding.schedule) == (4e-3, "cosine")
+    adding_lstm = get_task("adding600").resolve("lstm").train
+    assert (adding_lstm.lr, adding_lstm.schedule, adding_lstm.clip) == (2e-3, "cosine", 1.0)
 
 
 def test_overrides_are_typed_and_checked():
