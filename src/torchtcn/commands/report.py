@@ -37,11 +37,12 @@ NOTES = """## How the runs were made
   optimizer and a gradient-norm clip (1.0 for the synthetic tasks and MNIST; the TCN's clip
   for music).
 - **Optimisation.** Adam 2e-3 unless noted (paper, Sec. 5), annealed by a cosine for the
-  adding problem, whose TCN starts from the reference script's 4e-3 (see Tuning); RMSprop 5e-4 for copy memory; SGD for the TCN language models. Music and language models anneal as the reference scripts
-  do (`schedule=regress`): the lr is divided when the validation loss is worse than all of the
-  last 3 (music, char) or 5 (word) epochs, after epoch 10 (music) or 5. Runs made before that
-  preset used ReduceLROnPlateau (patience 3) and music lr 1e-3: each result file keeps its own
-  settings under `settings.train`. Gradient clipping is applied *after* `backward()` (the
+  adding problem, whose TCN starts from the reference script's 4e-3 (see Tuning); RMSprop
+  5e-4 for copy memory; SGD for the TCN language models. Music and language models anneal
+  as the reference scripts do (`schedule=regress`): the lr is divided when the validation
+  loss is worse than all of the last 3 (music, char) or 5 (word) epochs, after epoch 10
+  (music) or 5. Runs made before that preset used ReduceLROnPlateau (patience 3) and music
+  lr 1e-3: each result file keeps its own settings under `settings.train`. Gradient clipping is applied *after* `backward()` (the
   reference code clipped before it, i.e. not at all).
 - **Tuning**, always chosen on the *validation* metric, never on test.
   - Copy memory T=1000 (best valid / test): Table 2's dropout 0.05 gave 5.5e-5 / 5.4e-5
