@@ -98,7 +98,7 @@ for _T, (_k, _n, _h) in ADDING_TCN.items():
         data_preset={"T": _T, "n_train": 50_000, "n_valid": 1_000, "n_test": 1_000, "data_seed": 0,
                      "placement": "anywhere"},
         # The TCN starts the cosine from the reference script's lr 4e-3: validation last-3 mean
-        # at T=600 5.6e-5, against 9.2e-5 from 2e-3; 6e-3 never left the 0.167 plateau.
+        # at T=600 5.6e-5, against 9.2e-5 from 2e-3; 5e-3 and 6e-3 stalled at the 0.167 plateau.
         model_presets={"tcn": {"channels": (_h,) * _n, "kernel_size": _k, "dropout": 0.0,
                                "train": {"lr": 4e-3}},
                        **_rnn_presets(ADDING_RNN)},
