@@ -26,9 +26,10 @@ NOTES = """## How the runs were made
   split. For the adding problem the paper reports the mean test MSE of the last 3 epochs
   (locuslab/TCN issue #40): both are recorded (`value` and `value_last3_mean`).
 - **TCN presets** follow the paper's Table 2 (kernel size, levels, hidden width, dropout,
-  clipping), except copy memory's dropout (see Tuning); their parameter counts equal the reference code's (66,910 seq-MNIST, 269,938
-  JSB, 1,053,238 Nottingham, 70,369 adding T=600, 12,530 copy T=1000, 2,222,100 char PTB,
-  14,659,600 word PTB; `tests/test_tasks.py` checks them).
+  clipping), except the dropout of copy memory and seq-MNIST, which is the reference
+  scripts' (see Tuning); their parameter counts equal the reference code's (66,910
+  seq-MNIST, 269,938 JSB, 1,053,238 Nottingham, 70,369 adding T=600, 12,530 copy T=1000,
+  2,222,100 char PTB, 14,659,600 word PTB; `tests/test_tasks.py` checks them).
 - **LSTM / GRU / RNN presets.** Table 3 of the paper is partial. Where it gives a setting we
   use it (seq-MNIST LSTM 1x130 with RMSprop 1e-3; word-PTB LSTM 3x700, SGD lr 30, clip 0.3,
   dropout 0.4; text8 LSTM 1x1024, Adam 1e-2). Elsewhere the hidden size is chosen so the
@@ -60,6 +61,10 @@ NOTES = """## How the runs were made
     The first three runs used torch's `CosineAnnealingLR`; the trainer now computes the same
     cosine in closed form (`CosineOverEpochs`), which differs from it by at most 2e-19 in
     the lr.
+  - Seq-MNIST dropout (best validation accuracy / validation loss at that epoch / test):
+    Table 2's 0.0 99.06% / 0.045 / 98.92%; the reference script's **0.05 99.06% / 0.037 /
+    98.97% (chosen)**. The accuracies tied (both at epoch 12) and the validation loss broke
+    the tie. P-MNIST keeps 0.0 (not rerun).
   - JSB (seed 1111 unless noted; valid / test): the earlier preset (lr 1e-3, plateau)
     8.165 / 8.211; `schedule=regress` with lr 1e-3 8.152 / 8.202; with lr 2e-3
     **8.143 / 8.199 (chosen)**; lr 1e-3 without clipping 8.163 / 8.217; lr 2e-3 with
