@@ -116,8 +116,24 @@ def test_write_report(tmp_path):
     stopped, ended = text.split("opt-in early stopping")
     assert "jsb / gru" not in stopped and "jsb / rnn" not in ended
     assert "jsb / gru: 4 of 100 epochs (early stop: lr 2e-11 annealed below min_lr=1e-06)" in ended
+    assert "none: every row was made with its task's current preset" in text  # epochs do not count
     assert (tmp_path / "docs" / "benchmarks" / "curves-jsb-rnn.png").exists()
     assert "_No results yet" in R.write_report(tmp_path / "none", None, tmp_path / "p")
+
+
+def test_report_names_rows_made_with_other_than_the_current_preset(tmp_path):
+    results = tmp_path / "results"
+    R.write_result(_record("jsb", "tcn", 8.2), results)
+    old = _record("jsb", "lstm", 8.3)
+    old["settings"]["train"]["lr"] = 1e-3
+    old["settings"]["model_kwargs"]["hidden_size"] = 100
+    R.write_result(old, results)
+    assert R.preset_differences(old) == ["model_kwargs.hidden_size: 100 -> 224", "train.lr: 0.001 -> 0.002"]
+    text = R.write_report(results, None, tmp_path / "plots")
+    assert "- jsb / lstm: model_kwargs.hidden_size: 100 -> 224; train.lr: 0.001 -> 0.002" in text
+    assert "- jsb / tcn" not in text.split("differ from the current preset")[1]
+    gone = dict(old, task="no_such_task")
+    assert "unknown task 'no_such_task'" in R.preset_differences(gone)[0]
 
 
 def test_adding_is_judged_and_plotted_on_the_last_3_mean():

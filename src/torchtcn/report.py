@@ -275,6 +275,38 @@ def _stopped_notes(results: list[dict[str, Any]], complete: bool) -> str:
     return "\n".join(lines) or "- none"
 
 
+def preset_differences(r: dict[str, Any]) -> list[str]:
+    """How the settings of result ``r`` differ from what its task and model resolve to now
+    (an override, or a preset changed since the run), ignoring the settings a resume may
+    change (epochs, time limits, early stopping).
+
+    Example:
+        >>> from torchtcn.tasks import get_task
+        >>> spec = get_task("jsb").resolve("tcn", {"lr": "0.01"})
+        >>> preset_differences({"task": "jsb", "model": "tcn", "settings": spec.to_dict()})
+        ['train.lr: 0.01 -> 0.002']
+    """
+    from .tasks import get_task
+    from .train import run_differences
+
+    try:
+        task = get_task(r["task"])
+        current = task.resolve(r["model"]).to_dict()
+    except ValueError as e:  # the task or model is no longer registered
+        return [str(e)]
+    stored = dict(r.get("settings") or {})
+    if not stored:
+        return ["the result file records no settings"]
+    stored["data"] = task.stored_data_settings(stored.get("data") or {})
+    return run_differences(stored, current)
+
+
+def _preset_notes(results: list[dict[str, Any]]) -> str:
+    lines = [f"- {r['task']} / {r['model']}: {'; '.join(d)}"
+             for r in results if (d := preset_differences(r))]
+    return "\n".join(lines) or "- none: every row was made with its task's current preset"
+
+
 def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> str:
     """Write the markdown report (table, notes, plots) and return its text.
 
@@ -292,7 +324,9 @@ def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> s
         if any(r["complete"] and r.get("stop_reason") for r in results):
             parts += ["Runs ended early by opt-in early stopping (complete: the test number is the best "
                       "validation epoch's, as for a full run):\n", _stopped_notes(results, True), ""]
-        parts += ["Hardware:\n", _hardware_notes(results), ""]
+        parts += ["Rows whose settings differ from the current preset (an override, or a preset "
+                  "changed since the run; `settings` in the result file has them all):\n",
+                  _preset_notes(results), "", "Hardware:\n", _hardware_notes(results), ""]
     try:
         plots_dir = Path(plots_dir)
         rel = Path(plots_dir).resolve()

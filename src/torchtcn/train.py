@@ -354,7 +354,7 @@ class Trainer:
         stored = ckpt.trainer_state.get("run", {})
         if isinstance(stored.get("data"), dict) and stored.get("task") == getattr(self.task, "name", None):
             stored = {**stored, "data": self.task.stored_data_settings(stored["data"])}
-        diff = _run_differences(stored, self.run_info)
+        diff = run_differences(stored, self.run_info)
         if diff:
             raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "
                              "Use another --out folder or the same settings.")
@@ -628,8 +628,14 @@ def _fmt(v: Any) -> str:
     return f"{v:.5g}" if isinstance(v, float) else str(v)
 
 
-def _run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Settings that differ between two run descriptions, ignoring :data:`RESUMABLE_CHANGES`."""
+def run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Settings that differ between two run descriptions (:meth:`RunSpec.to_dict` form), as
+    ``"section.key: old -> new"``, ignoring :data:`RESUMABLE_CHANGES`.
+
+    Example:
+        >>> run_differences({"train": {"lr": 0.1, "epochs": 5}}, {"train": {"lr": 0.2, "epochs": 9}})
+        ['train.lr: 0.1 -> 0.2']
+    """
     if not stored or not current:
         return []
     diffs = []
@@ -654,4 +660,4 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "Trainer", "FitResult", "NonFiniteLossError", "seed_everything",
-           "resolve_device", "hardware_description", "to_device", "config_from_dict"]
+           "resolve_device", "hardware_description", "to_device", "config_from_dict", "run_differences"]
