@@ -73,6 +73,14 @@ def test_presets_follow_the_paper_optimizers():
     assert (adding_lstm.lr, adding_lstm.schedule, adding_lstm.clip) == (2e-3, "cosine", 1.0)
 
 
+def test_every_data_setting_of_every_task_is_described():
+    from torchtcn.tasks.base import DATA_HELP
+
+    keys = {k for name in available_tasks() for k in get_task(name).data_preset}
+    assert keys - set(DATA_HELP) == set(), "describe new data settings in tasks.base.DATA_HELP"
+    assert set(DATA_HELP) - keys == set(), "DATA_HELP describes a setting no task has"
+
+
 def test_overrides_are_typed_and_checked():
     task = get_task("jsb")
     spec = task.resolve("tcn", {"channels": "32*3", "lr": "3e-4", "clip": "none", "epochs": "2",

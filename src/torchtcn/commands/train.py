@@ -89,6 +89,7 @@ def format_settings(spec) -> str:
     their help: what ``--show-settings`` prints, and valid command-line overrides as written."""
     import dataclasses
 
+    from ..tasks.base import DATA_HELP
     from ..train import TrainConfig
 
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(TrainConfig)}
@@ -96,14 +97,15 @@ def format_settings(spec) -> str:
     def text(v):
         return ",".join(map(str, v)) if isinstance(v, (list, tuple)) else str(v)
 
+    def described(settings: dict, help_of: dict) -> list[str]:
+        width = max((len(f"{k}={text(v)}") for k, v in settings.items()), default=0)
+        return [f"{k}={text(v)}".ljust(width) + f"  # {help_of[k]}" if help_of.get(k) else f"{k}={text(v)}"
+                for k, v in settings.items()]
+
     d = spec.to_dict()
-    lines = [f"# {d['task']} / {d['model']}", "# trainer"]
-    width = max(len(f"{k}={text(v)}") for k, v in d["train"].items())
-    lines += [f"{k}={text(v)}".ljust(width) + f"  # {helps[k]}" for k, v in d["train"].items()]
-    for group in ("data", "model_kwargs"):
-        lines.append(f"# {'model' if group == 'model_kwargs' else group}")
-        lines += [f"{k}={text(v)}" for k, v in d[group].items()]
-    return "\n".join(lines)
+    return "\n".join([f"# {d['task']} / {d['model']}", "# trainer", *described(d["train"], helps),
+                      "# data", *described(d["data"], DATA_HELP),
+                      "# model", *described(d["model_kwargs"], {})])
 
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,

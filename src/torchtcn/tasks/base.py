@@ -148,6 +148,26 @@ def _parse_data_value(key: str, text: Any, default: Any) -> Any:
 
 # --------------------------------------------------------------------------- the task
 
+#: One line per data setting, for ``--show-settings``: a key means the same in every task
+#: that has it (``tests/test_tasks.py`` checks that every preset key is described here).
+DATA_HELP: dict[str, str] = {
+    "T": "sequence length (adding) or blank steps between digits and recall (copy)",
+    "n_train": "training sequences generated",
+    "n_valid": "validation examples (MNIST: the last n_valid training images)",
+    "n_test": "test sequences generated",
+    "data_seed": "seed of the generated data (train, valid, test use it, +1, +2)",
+    "placement": "adding marks: anywhere (reference code) | halves (one in each half)",
+    "copy_len": "digits to memorise and recall",
+    "perm_seed": "seed of the fixed pixel permutation",
+    "data": "data file or folder (a name under the data directory, or a path)",
+    "loss_reduction": "training loss: mean over frames | sum (the reference script's per piece)",
+    "seq_len": "tokens per training/evaluation window",
+    "valid_len": "last tokens of each window that are scored (the rest is context)",
+    "split_sizes": "characters in train, valid, test (consecutive from the start)",
+    "passage_len": "LAMBADA context tokens kept before the last word (None: all)",
+    "max_train_files": "read only the first N training novels (None: all)",
+}
+
 
 # Settings every task's preset of a model starts from. The paper's reference code trained its
 # TCNs with PyTorch's default (Kaiming-uniform) init, because weight norm silently discarded its
