@@ -152,6 +152,8 @@ def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, caps
     assert "optimizer=rmsprop" in out and "channels=8,8" in out and "dropout=0.0" in out
     assert any(line.startswith("copy_len=10 ") and line.endswith("# digits to memorise and recall")
                for line in lines)  # data settings are described too
+    assert any(line.startswith("kernel_size=8 ") and line.endswith("# convolution kernel size k")
+               for line in lines)  # and model settings
     # every printed line is a valid override, and feeding them all back gives the same run
     words = [line.split("  #")[0].strip() for line in lines if line and not line.startswith("#")]
     again = get_task("copy1000").resolve("tcn", parse_overrides(words))

@@ -73,12 +73,16 @@ def test_presets_follow_the_paper_optimizers():
     assert (adding_lstm.lr, adding_lstm.schedule, adding_lstm.clip) == (2e-3, "cosine", 1.0)
 
 
-def test_every_data_setting_of_every_task_is_described():
+def test_every_data_and_model_setting_is_described():
     from torchtcn.tasks.base import DATA_HELP
 
     keys = {k for name in available_tasks() for k in get_task(name).data_preset}
     assert keys - set(DATA_HELP) == set(), "describe new data settings in tasks.base.DATA_HELP"
     assert set(DATA_HELP) - keys == set(), "DATA_HELP describes a setting no task has"
+    for name in ("jsb", "word_ptb"):  # a sequence task and a language model
+        for model in ("tcn", "lstm", "gru", "rnn"):
+            helps = get_task(name).model_help(model)
+            assert helps and all(helps.values()), (name, model, helps)
 
 
 def test_overrides_are_typed_and_checked():

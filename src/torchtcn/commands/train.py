@@ -85,10 +85,11 @@ def add_parser(sub) -> None:
 
 
 def format_settings(spec) -> str:
-    """The resolved settings of a run, one ``key=value`` per line, grouped, trainer keys with
-    their help: what ``--show-settings`` prints, and valid command-line overrides as written."""
+    """The resolved settings of a run, one ``key=value`` per line, grouped, each with its
+    help: what ``--show-settings`` prints, and valid command-line overrides as written."""
     import dataclasses
 
+    from ..tasks import get_task
     from ..tasks.base import DATA_HELP
     from ..train import TrainConfig
 
@@ -105,7 +106,7 @@ def format_settings(spec) -> str:
     d = spec.to_dict()
     return "\n".join([f"# {d['task']} / {d['model']}", "# trainer", *described(d["train"], helps),
                       "# data", *described(d["data"], DATA_HELP),
-                      "# model", *described(d["model_kwargs"], {})])
+                      "# model", *described(d["model_kwargs"], get_task(d["task"]).model_help(d["model"]))])
 
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,

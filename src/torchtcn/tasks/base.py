@@ -34,6 +34,9 @@ from ..train import TrainConfig
 
 #: Keys of a language model's wrapper that can be overridden besides the body's config.
 LM_KEYS = {"emsize": int, "tie_weights": bool, "embed_dropout": float}
+LM_HELP = {"emsize": "embedding width (the body's input channels)",
+           "tie_weights": "decoder shares the embedding's weights",
+           "embed_dropout": "dropout on the embeddings"}
 
 
 @dataclass(frozen=True)
@@ -219,6 +222,21 @@ class Task:
         hints = typing.get_type_hints(cls.config_class)
         keys = {f.name: hints[f.name] for f in dataclasses.fields(cls.config_class) if f.name != "in_channels"}
         return keys
+
+    def model_help(self, model: str) -> dict[str, str]:
+        """One line of help per settable model key (from the config's field metadata).
+
+        Example:
+            >>> from torchtcn.tasks import get_task
+            >>> get_task("jsb").model_help("lstm")["hidden_size"]
+            'hidden units per layer'
+        """
+        fields = dataclasses.fields(get_model_class(model).config_class)
+        helps = {f.name: f.metadata.get("help", "") for f in fields}
+        out = {k: helps.get(k, "") for k in self.model_keys(model)}
+        if self.is_language_model:
+            out.update(LM_HELP)
+        return out
 
     def resolve(self, model: str, overrides: dict[str, str] | None = None, **train_overrides) -> RunSpec:
         """The run's settings: trainer defaults < task preset < model preset < overrides.
