@@ -266,12 +266,10 @@ def _hardware_notes(results: list[dict[str, Any]]) -> str:
     return "\n".join(f"- {h}" for h in hw)
 
 
-def _stopped_notes(results: list[dict[str, Any]], complete: bool) -> str:
-    """One line per run that trained fewer epochs than planned: cut short (``complete``
-    False) or ended by opt-in early stopping (``complete`` True, with a stop reason)."""
+def _stopped_notes(runs: list[dict[str, Any]]) -> str:
+    """One line per run that trained fewer epochs than planned, with its stop reason."""
     lines = [f"- {r['task']} / {r['model']}: {r['epochs']} of {r.get('epochs_planned', '?')} epochs "
-             f"({r.get('stop_reason') or 'stopped early'})"
-             for r in results if r["complete"] == complete and (not complete or r.get("stop_reason"))]
+             f"({r.get('stop_reason') or 'stopped early'})" for r in runs]
     return "\n".join(lines) or "- none"
 
 
@@ -320,10 +318,12 @@ def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> s
     table = markdown_table(results)
     parts = [intro.rstrip() + "\n" if intro else "", "## Results\n", table, ""]
     if results:
-        parts += ["Runs stopped before their planned epochs (`complete: false`):\n", _stopped_notes(results, False), ""]
-        if any(r["complete"] and r.get("stop_reason") for r in results):
+        cut_short = [r for r in results if not r["complete"]]
+        early_stopped = [r for r in results if r["complete"] and r.get("stop_reason")]
+        parts += ["Runs stopped before their planned epochs (`complete: false`):\n", _stopped_notes(cut_short), ""]
+        if early_stopped:
             parts += ["Runs ended early by opt-in early stopping (complete: the test number is the best "
-                      "validation epoch's, as for a full run):\n", _stopped_notes(results, True), ""]
+                      "validation epoch's, as for a full run):\n", _stopped_notes(early_stopped), ""]
         parts += ["Rows whose settings differ from the current preset (an override, or a preset "
                   "changed since the run; `settings` in the result file has them all):\n",
                   _preset_notes(results), "", "Hardware:\n", _hardware_notes(results), ""]

@@ -352,7 +352,7 @@ class Trainer:
 
         ckpt = load_checkpoint(path, device=self.device)
         stored = ckpt.trainer_state.get("run", {})
-        if isinstance(stored.get("data"), dict) and stored.get("task") == getattr(self.task, "name", None):
+        if isinstance(stored.get("data"), dict) and stored.get("task") == self.task.name:
             stored = {**stored, "data": self.task.stored_data_settings(stored["data"])}
         diff = run_differences(stored, self.run_info)
         if diff:
