@@ -125,6 +125,17 @@ def test_time_limit_marks_incomplete():
     assert math.isfinite(r.test["mse"])  # still tested (the initial model)
 
 
+def test_a_run_stopped_before_its_first_epoch_warns_that_the_model_is_unvalidated(tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="torchtcn"):
+        r = _trainer(tmp_path / "run", epochs=2, max_steps=3).fit()
+    assert r.best_epoch is None and r.steps == 3
+    assert "unvalidated weights at step 3" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="torchtcn"):
+        _trainer(tmp_path / "full", epochs=1).fit()
+    assert "unvalidated" not in caplog.text
+
+
 def test_logs_checkpoints_and_plots(tmp_path):
     r = _trainer(tmp_path / "run", epochs=2).fit()
     files = {p.name for p in (tmp_path / "run").iterdir()}

@@ -32,7 +32,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch.autograd.function import once_differentiable
 
 __all__ = ["BlockSpec", "FusedBlockFunction", "keep_mask", "dropout", "disabled", "is_enabled"]
 
@@ -160,8 +159,8 @@ class _DropoutFunction(torch.autograd.Function):
         return torch.mul(x, _as_factor(keep)).mul_(ctx.scale)
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        # linear in grad and written in autograd ops: differentiable again (create_graph=True)
         (keep,) = ctx.saved_tensors
         return torch.mul(grad, _as_factor(keep)).mul_(ctx.scale), None, None
 
@@ -428,7 +427,9 @@ class FusedBlockFunction(torch.autograd.Function):
 
     ``apply(x, w1, b1, w2, b2, wd, bd, spec)``: ``x`` (N, C_in, T); ``w1`` (C, C_in, k);
     ``w2`` (C, C, k); ``wd``/``bd`` the 1x1 residual convolution or None; biases may be None.
-    Returns (N, C, T). Differentiable once (no double backward).
+    Returns (N, C, T). Twice differentiable: a backward with ``create_graph=True`` (gradient
+    penalties, Hessian-vector products) differentiates :func:`_block_with_masks` instead of
+    running the hand-written gradients.
 
     Kept for backward: the input ``x`` (which the previous block keeps anyway as its output),
     unit 1's padded output, unit 2's bool mask and the block output (which the next block
@@ -451,8 +452,9 @@ class FusedBlockFunction(torch.autograd.Function):
         return out
 
     @staticmethod
-    @once_differentiable
     def backward(ctx, grad):
+        if torch.is_grad_enabled():  # create_graph=True: the gradients must have a graph
+            return (*_differentiable_backward(ctx, grad), None)
         spec = ctx.spec
         x, w1, b1, w2, b2, wd, bd, *rest = ctx.saved_tensors
         weights = (w1, b1, w2, b2, wd, bd)
@@ -481,3 +483,35 @@ class FusedBlockFunction(torch.autograd.Function):
 @contextlib.contextmanager
 def _nothing():
     yield
+
+
+def _differentiable_backward(ctx, grad):
+    """The block's input gradients as autograd ops of ``grad`` and the inputs (double backward)."""
+    spec = ctx.spec
+    x, w1, b1, w2, b2, wd, bd, *rest = ctx.saved_tensors
+    inputs = (x, w1, b1, w2, b2, wd, bd)
+    if spec.recompute:
+        with torch.no_grad(), _restored_rng(x.device, ctx.rng) if ctx.rng is not None else _nothing():
+            out, h1p, k2 = _block_forward(x, w1, b1, w2, b2, wd, bd, spec)
+    else:
+        h1p, k2, out = rest
+    wanted = [i for i, (t, n) in enumerate(zip(inputs, ctx.needs_input_grad)) if n and t is not None]
+    y = _block_with_masks(*inputs, spec, h1p, k2, out if spec.residual_relu else None)
+    grads = torch.autograd.grad(y, [inputs[i] for i in wanted], grad, create_graph=True,
+                                allow_unused=True)
+    found = dict(zip(wanted, grads))
+    return tuple(found.get(i) for i in range(len(inputs)))
+
+
+def _block_with_masks(x, w1, b1, w2, b2, wd, bd, spec: BlockSpec, h1p, k2, out):
+    """The block as plain autograd ops, its relu and dropout masks taken from what forward kept
+    (``h1p`` is nonzero exactly where unit 1 passes; ``k2`` is unit 2's mask; ``out`` > 0 where
+    the residual relu passes, or None). Given the masks the block is linear, so this graph has
+    the block's exact first and second derivatives."""
+    d, pad = spec.dilation, spec.padding
+    left, t = pad[0], x.shape[-1]
+    pass1 = h1p[:, :, left : left + t] != 0
+    h1 = F.conv1d(_pad(x, pad), w1, b1, dilation=d) * pass1 / (1.0 - spec.p1)
+    z2 = F.conv1d(_pad(h1, pad), w2, b2, dilation=d) * k2 / (1.0 - spec.p2)
+    y = z2 + (x if wd is None else F.conv1d(x, wd, bd))
+    return y if out is None else y * (out > 0)

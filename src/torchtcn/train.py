@@ -603,6 +603,10 @@ class Trainer:
             self.writer.close()
         from .io import save
 
+        if self.state["best_epoch"] is None:
+            # Nothing was validated: say so rather than let the file pass for a trained model.
+            logger.warning("no epoch finished: model.safetensors holds the unvalidated weights at "
+                           "step %d (--resume continues the run)", self.state["step"])
         try:
             save(self.best_model(), self.out_dir / "model.safetensors")
         except TypeError:  # not a registered torchtcn model: nothing portable to save
