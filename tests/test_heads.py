@@ -90,3 +90,33 @@ def test_head_config_errors():
         torchtcn.SequenceModel(body, out_features=0)
     with pytest.raises(TypeError, match="registered torchtcn model"):
         torchtcn.SequenceModel(torch.nn.Conv1d(1, 4, 1))
+
+
+@pytest.mark.parametrize("lengths, error, match", [
+    (torch.tensor([3.0, 2.0]), TypeError, "integers, got dtype torch.float32"),
+    (torch.tensor([True, True]), TypeError, "integers"),
+    ("abc", TypeError, "1-D integer tensor or a list of ints, got str"),
+    (torch.tensor([3, 2, 1]), ValueError, r"shape \(2,\) \(one per sequence\), got \(3,\)"),
+    (torch.tensor([[3, 2]]), ValueError, r"shape \(2,\)"),
+    (torch.tensor([6, 2]), ValueError, r"in 1\.\.5 \(the padded length\), got min 2, max 6"),
+    (torch.tensor([0, 2]), ValueError, r"in 1\.\.5"),
+])
+def test_bad_lengths_are_named(lengths, error, match):
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), out_features=1)
+    with pytest.raises(error, match=match):
+        model(torch.randn(2, 1, 5), lengths=lengths)
+
+
+def test_lengths_as_a_list_and_the_coverage_warning_from_the_longest():
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), out_features=1)  # RF 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", torchtcn.ReceptiveFieldWarning)
+        model(torch.randn(2, 1, 9), lengths=[3, 2])  # padded to 9, but no sequence exceeds 3
+    with pytest.warns(torchtcn.ReceptiveFieldWarning, match="length 4"):
+        model(torch.randn(2, 1, 9), lengths=[4, 2])
+
+
+def test_lengths_refused_for_a_non_causal_body():
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=3, causal=False), "per_step")
+    with pytest.raises(ValueError, match="needs a causal body: this one sees 2 steps ahead"):
+        model(torch.randn(2, 1, 5), lengths=[5, 3])

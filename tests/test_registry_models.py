@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 
@@ -85,3 +87,29 @@ def test_bad_input_rejected(name):
         model(torch.randn(2, 4, 9, dtype=torch.float64))
     with pytest.raises(TypeError, match="floating"):
         model(torch.ones(2, 3, 9, dtype=torch.int64))
+
+
+@pytest.mark.parametrize("layout", ["NCL", "NLC"])
+@pytest.mark.parametrize("head", ["last_step", "per_step"])
+def test_variable_length_batch_equals_each_sequence_alone(name, head, layout):
+    """A right-padded batch with ``lengths``: every sequence's output is the one it gets alone."""
+    model = torchtcn.SequenceModel(build(name, layout), head=head, out_features=2).double().eval()
+    lengths = [13, 1, 7]
+    seqs = [torch.randn(1, 3, n, dtype=torch.float64) for n in lengths]
+    batch = torch.full((3, 3, 13), 1e3, dtype=torch.float64)  # loud padding: a leak would show
+    for i, s in enumerate(seqs):
+        batch[i, :, : lengths[i]] = s[0]
+
+    def nlc(x):
+        return x.transpose(1, 2) if layout == "NLC" else x
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torchtcn.ReceptiveFieldWarning)
+        out = model(nlc(batch), lengths=torch.tensor(lengths))
+        alone = [model(nlc(s)) for s in seqs]
+    for i, n in enumerate(lengths):
+        if head == "last_step":
+            torch.testing.assert_close(out[i], alone[i][0], rtol=1e-12, atol=1e-12)
+        else:
+            torch.testing.assert_close(out[i, :, :n], alone[i][0], rtol=1e-12, atol=1e-12)
+            assert torch.equal(out[i, :, n:], torch.zeros_like(out[i, :, n:]))

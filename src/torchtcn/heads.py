@@ -112,13 +112,61 @@ class SequenceModel(nn.Module):
     def receptive_field(self):
         return self.body.receptive_field
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Apply the body, then the head.
+
+        Args:
+            x: (N, C_in, T), or (N, T, C_in) for an NLC body.
+            lengths: optional (N,) valid lengths of a right-padded batch of variable-length
+                sequences (each in 1..T). The last-step head then reads step ``lengths - 1``
+                of each sequence, and the per-step head's outputs at padded steps are zero.
+                Because the body is causal, the padding never reaches a valid step: every
+                output equals the one for that sequence run alone, unpadded.
+
+        Example:
+            >>> import torchtcn
+            >>> m = SequenceModel(torchtcn.TCN(1, [8, 8]), "last_step", 3)
+            >>> m(torch.randn(2, 1, 10), lengths=torch.tensor([10, 4])).shape
+            torch.Size([2, 3])
+        """
         h = self.body(x)
         if self.body.layout == "NLC":
             h = h.transpose(1, 2)
-        if self.head.reads_last_step and not self._warned:
-            self._check_coverage(h.shape[2])
-        return self.head(h)
+        valid = None if lengths is None else self._valid_steps(lengths, h)
+        if self.head.reads_last_step:
+            if not self._warned:
+                self._check_coverage(h.shape[2] if valid is None else int(valid.sum(1).max()))
+            if valid is not None:  # the last valid step of each sequence
+                last = (valid.sum(1) - 1).view(-1, 1, 1).expand(-1, h.shape[1], 1)
+                h = h.gather(2, last)
+            return self.head(h)
+        y = self.head(h)
+        return y if valid is None else y.masked_fill(~valid.unsqueeze(1), 0.0)
+
+    def _valid_steps(self, lengths, h: torch.Tensor) -> torch.Tensor:
+        """(N, T) bool: True at the valid steps of each sequence; checks ``lengths``."""
+        if getattr(self.body, "lookahead", 0):
+            raise ValueError(
+                f"lengths needs a causal body: this one sees {self.body.lookahead} steps ahead, "
+                "so padding would reach the valid steps near each sequence's end; batch "
+                "sequences of one length instead")
+        if not isinstance(lengths, torch.Tensor):
+            try:
+                lengths = torch.as_tensor(lengths)
+            except (TypeError, ValueError, RuntimeError) as e:
+                raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got "
+                                f"{type(lengths).__name__}") from e
+        n, _, t = h.shape
+        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+        if lengths.shape != (n,):
+            raise ValueError(f"lengths must have shape ({n},) (one per sequence), got "
+                             f"{tuple(lengths.shape)}")
+        lengths = lengths.to(h.device)
+        if n and (int(lengths.min()) < 1 or int(lengths.max()) > t):
+            raise ValueError(f"lengths must be in 1..{t} (the padded length), got "
+                             f"min {int(lengths.min())}, max {int(lengths.max())}")
+        return torch.arange(t, device=h.device) < lengths.unsqueeze(1)
 
     # -- streaming: the body's state, the head applied to each new frame -----------------
     @property
