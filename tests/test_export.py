@@ -86,10 +86,12 @@ def test_onnx_heads(tmp_path):
     np.testing.assert_allclose(
         sess.run(None, {"x": tokens.numpy()})[0], lm(tokens).detach().numpy(), atol=1e-5
     )
-    clf = SequenceModel(TCN(1, [5, 5]), head="last_step", out_features=3).eval()
-    sess = ort.InferenceSession(str(export_onnx(clf, tmp_path / "clf.onnx")))
-    x = torch.randn(3, 1, 20)
-    np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], clf(x).detach().numpy(), atol=1e-5)
+    for head in ("last_step", "mean"):
+        clf = SequenceModel(TCN(1, [5, 5]), head=head, out_features=3).eval()
+        sess = ort.InferenceSession(str(export_onnx(clf, tmp_path / f"clf-{head}.onnx")))
+        x = torch.randn(3, 1, 20)
+        np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], clf(x).detach().numpy(),
+                                   atol=1e-5)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)

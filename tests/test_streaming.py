@@ -279,6 +279,43 @@ def test_sequence_model_last_step_head_predicts_at_every_frame():
     torch.testing.assert_close(y[:, :, 3], model(x[:, :, :4]), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_sequence_model_mean_head_streams_the_running_mean(causal):
+    body = make(16, in_channels=2, channels=[4, 4], kernel_size=3, causal=causal)
+    model = SequenceModel(body, head="mean", out_features=3).double().eval()
+    x = inputs(body, 3, 14, 16)
+    state = model.init_state(3)
+    outs = [model.step(x[:, :, i : i + 5], state)[0] for i in range(0, 14, 5)]
+    outs.append(model.flush(state)[0])
+    got = torch.cat(outs, 2)[:, :, model.stream_delay :]
+    assert got.shape == (3, 3, 14)
+    h = body(x)
+    for t in range(14):  # each frame: the head on the mean of the body's outputs so far
+        expected = model.head.linear(h[:, :, : t + 1].mean(2))
+        torch.testing.assert_close(got[:, :, t], expected, rtol=0, atol=1e-10)
+        if causal:  # which is the prediction for the sequence ending there
+            torch.testing.assert_close(got[:, :, t], model(x[:, :, : t + 1]), rtol=0, atol=1e-10)
+    torch.testing.assert_close(got[:, :, -1], model(x), rtol=0, atol=1e-10)
+
+
+def test_mean_head_state_resets_and_selects_streams():
+    body = torchtcn.create_model("lstm", in_channels=2, hidden_size=5).double().eval()
+    model = SequenceModel(body, head="mean", out_features=2).double().eval()
+    x = torch.randn(3, 2, 9, dtype=torch.float64)
+    state = model.init_state(3)
+    model.step(x[:, :, :4], state)
+    state.reset([1])  # stream 1 starts over: from here it is a new sequence
+    y, state = model.step(x[:, :, 4:], state)
+    torch.testing.assert_close(y[1, :, -1], model(x[1:2, :, 4:])[0], rtol=0, atol=1e-10)
+    torch.testing.assert_close(y[0, :, -1], model(x[0:1])[0], rtol=0, atol=1e-10)
+    picked = state.select([2, 0])
+    y2, _ = model.step(x[[2, 0], :, :1], picked)
+    both = torch.cat([x, x[:, :, :1]], 2)[[2, 0]]
+    torch.testing.assert_close(y2[:, :, -1], model(both), rtol=0, atol=1e-10)
+    with pytest.raises(TypeError, match="PooledState from its init_state, got RecurrentState"):
+        model.step(x, body.init_state(3))
+
+
 def test_language_model_token_chunks():
     body = make(14, in_channels=6, channels=[8, 6], kernel_size=3)
     lm = LanguageModel(body, vocab_size=11).double().eval()

@@ -13,7 +13,9 @@ from .diagnostics import check_causality, measure_receptive_field
 from .heads import (
     LanguageModel,
     LastStepHead,
+    MeanPoolHead,
     PerStepHead,
+    PooledState,
     ReceptiveFieldWarning,
     SequenceModel,
 )
@@ -38,6 +40,8 @@ __all__ = [
     "RecurrentState",
     "LastStepHead",
     "PerStepHead",
+    "MeanPoolHead",
+    "PooledState",
     "SequenceModel",
     "LanguageModel",
     "ReceptiveFieldWarning",

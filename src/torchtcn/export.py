@@ -186,7 +186,7 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
         x = _example_input(model, 2, 16)
         body = getattr(model, "body", model)
         t_axis = 1 if x.dim() == 2 or body.layout == "NLC" else 2
-        out_t = None if getattr(model, "head", None) is not None and model.head.reads_last_step else 2
+        out_t = None if getattr(model, "head", None) is not None and not model.head.returns_sequence else 2
         if isinstance(model, TCN) and model.layout == "NLC":
             out_t = 1
         y_axes = {0: "batch"} if out_t is None else {0: "batch", out_t: "time"}

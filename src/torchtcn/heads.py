@@ -2,6 +2,7 @@
 
 - :class:`LastStepHead`: (N, C, T) -> (N, out) from the last step (classification/regression).
 - :class:`PerStepHead`: (N, C, T) -> (N, out, T) at every step.
+- :class:`MeanPoolHead`: (N, C, T) -> (N, out) from the mean over time (classification).
 - :class:`SequenceModel`: any registered body + one of those heads, savable as one model.
 - :class:`LanguageModel`: token embedding -> body -> decoder (optionally tied to the embedding).
 """
@@ -16,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .baselines import _stream_index
 from .registry import model_from_spec, model_spec, register_model
 
 
@@ -29,6 +31,7 @@ class LastStepHead(nn.Module):
     """Linear map of the last time step: (N, C, T) -> (N, out_features)."""
 
     reads_last_step = True
+    returns_sequence = False
 
     def __init__(self, in_channels: int, out_features: int):
         super().__init__()
@@ -42,6 +45,7 @@ class PerStepHead(nn.Module):
     """Linear map at every time step: (N, C, T) -> (N, out_features, T)."""
 
     reads_last_step = False
+    returns_sequence = True
 
     def __init__(self, in_channels: int, out_features: int):
         super().__init__()
@@ -51,7 +55,22 @@ class PerStepHead(nn.Module):
         return self.linear(h.transpose(1, 2)).transpose(1, 2)
 
 
-HEADS = {"last_step": LastStepHead, "per_step": PerStepHead}
+class MeanPoolHead(nn.Module):
+    """Linear map of the mean over time: (N, C, T) -> (N, out_features). Every step counts,
+    so a sequence longer than the receptive field is still read whole."""
+
+    reads_last_step = False
+    returns_sequence = False
+
+    def __init__(self, in_channels: int, out_features: int):
+        super().__init__()
+        self.linear = nn.Linear(in_channels, out_features)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.linear(h.mean(2))
+
+
+HEADS = {"last_step": LastStepHead, "per_step": PerStepHead, "mean": MeanPoolHead}
 
 
 def _spec_field(help_text: str):
@@ -61,7 +80,7 @@ def _spec_field(help_text: str):
 @dataclass(frozen=True)
 class SequenceModelConfig:
     body: dict = _spec_field('the body as {"name": ..., "config": {...}}')
-    head: str = field(default="last_step", metadata={"help": "last_step | per_step"})
+    head: str = field(default="last_step", metadata={"help": "last_step | per_step | mean"})
     out_features: int = field(default=1, metadata={"help": "head outputs"})
 
     def __post_init__(self):
@@ -78,7 +97,8 @@ class SequenceModel(nn.Module):
     """A registered body (TCN, LSTM, ...) followed by a shared head.
 
     Shapes: input as the body's (N, C_in, T) (or NLC); output (N, out_features) for
-    ``head="last_step"``, (N, out_features, T) for ``head="per_step"``.
+    ``head="last_step"`` and ``head="mean"`` (mean over time), (N, out_features, T) for
+    ``head="per_step"``.
 
     A last-step head given sequences longer than the body's receptive field raises a
     :class:`ReceptiveFieldWarning` (once per model).
@@ -119,7 +139,8 @@ class SequenceModel(nn.Module):
             x: (N, C_in, T), or (N, T, C_in) for an NLC body.
             lengths: optional (N,) valid lengths of a right-padded batch of variable-length
                 sequences (each in 1..T). The last-step head then reads step ``lengths - 1``
-                of each sequence, and the per-step head's outputs at padded steps are zero.
+                of each sequence, the mean head averages the valid steps only, and the
+                per-step head's outputs at padded steps are zero.
                 Because the body is causal, the padding never reaches a valid step: every
                 output equals the one for that sequence run alone, unpadded.
 
@@ -140,6 +161,11 @@ class SequenceModel(nn.Module):
                 last = (valid.sum(1) - 1).view(-1, 1, 1).expand(-1, h.shape[1], 1)
                 h = h.gather(2, last)
             return self.head(h)
+        if not self.head.returns_sequence:  # mean pooling
+            if valid is None:
+                return self.head(h)
+            total = h.masked_fill(~valid.unsqueeze(1), 0.0).sum(2)
+            return self.head.linear(total / valid.sum(1, keepdim=True).to(h.dtype))
         y = self.head(h)
         return y if valid is None else y.masked_fill(~valid.unsqueeze(1), 0.0)
 
@@ -175,15 +201,26 @@ class SequenceModel(nn.Module):
         return getattr(self.body, "stream_delay", 0)
 
     def init_state(self, batch_size: int):
-        """The body's streaming state for ``batch_size`` streams (see ``TCN.init_state``)."""
-        return self.body.init_state(batch_size)
+        """The body's streaming state for ``batch_size`` streams (see ``TCN.init_state``);
+        for the mean head, wrapped in a :class:`PooledState` with the running sums."""
+        body_state = self.body.init_state(batch_size)
+        if self._pools:
+            p = next(self.head.parameters())
+            counter = torch.zeros(batch_size, dtype=torch.long, device=p.device)
+            return PooledState(body_state, p.new_zeros(batch_size, self.body.out_channels),
+                               counter, counter.clone())
+        return body_state
+
+    @property
+    def _pools(self) -> bool:
+        return not (self.head.reads_last_step or self.head.returns_sequence)
 
     def step(self, x: torch.Tensor, state):
         """Consume a chunk (N, C_in, t): returns ``(y, state)``, ``y`` (N, out_features, t).
 
         A per-step head gives exactly the frames ``forward`` gives for the whole sequence. A
-        last-step head gives, at every frame, the prediction for the sequence ending there
-        (so the last frame equals ``forward`` of everything streamed so far).
+        last-step or mean head gives, at every frame, the prediction for the sequence ending
+        there (so the last frame equals ``forward`` of everything streamed so far).
 
         Example:
             >>> import torchtcn
@@ -192,24 +229,51 @@ class SequenceModel(nn.Module):
             >>> y.shape
             torch.Size([3, 2, 4])
         """
-        h, state = self.body.step(x, state)
-        return self._head_frames(h), state
+        if not self._pools:
+            h, state = self.body.step(x, state)
+            return self._head_frames(h, None), state
+        self._check_pooled_state(state)
+        h, state.body = self.body.step(x, state.body)
+        return self._head_frames(h, state), state
 
     def flush(self, state):
         """End the streams: ``(y, state)`` with the last ``stream_delay`` frames (see
         ``TCN.flush``); empty for causal bodies."""
+        pooled = state if self._pools else None
+        if pooled is not None:
+            self._check_pooled_state(state)
+            state = state.body
         if hasattr(self.body, "flush"):
             h, state = self.body.flush(state)
-            return self._head_frames(h), state
-        n = state.batch_size
-        return torch.zeros(n, self.config.out_features, 0, dtype=state.h.dtype), state
+        else:
+            h = torch.zeros(state.batch_size, self.body.out_channels, 0, dtype=state.h.dtype,
+                            device=state.h.device)
+        if pooled is not None:
+            pooled.body = state
+            return self._head_frames(h, pooled), pooled
+        return self._head_frames(h, None), state
 
-    def _head_frames(self, h: torch.Tensor) -> torch.Tensor:
+    def _head_frames(self, h: torch.Tensor, pooled: PooledState | None) -> torch.Tensor:
         if self.body.layout == "NLC":
             h = h.transpose(1, 2)
-        if self.head.reads_last_step:
+        if pooled is not None:  # the running mean at every frame, then the linear map
+            # a lagging (non-causal) body's first stream_delay frames are before time 0: skip them
+            t = h.shape[2]
+            valid = pooled.frames.unsqueeze(1) + torch.arange(t, device=h.device) >= self.stream_delay
+            counts = pooled.count.unsqueeze(1) + valid.cumsum(1)
+            sums = pooled.total.unsqueeze(2) + h.masked_fill(~valid.unsqueeze(1), 0.0).cumsum(2)
+            if t:
+                pooled.total, pooled.count = sums[:, :, -1].clone(), counts[:, -1].clone()
+                pooled.frames = pooled.frames + t
+            h = sums / counts.clamp(min=1).unsqueeze(1).to(h.dtype)
+        if not self.head.returns_sequence:
             return self.head.linear(h.transpose(1, 2)).transpose(1, 2)
         return self.head(h)
+
+    def _check_pooled_state(self, state) -> None:
+        if not isinstance(state, PooledState):
+            raise TypeError(f"a mean-head SequenceModel streams with the PooledState from its "
+                            f"init_state, got {type(state).__name__}")
 
     def _check_coverage(self, length: int) -> None:
         rf = self.body.receptive_field
@@ -221,6 +285,45 @@ class SequenceModel(nn.Module):
                 ReceptiveFieldWarning,
                 stacklevel=3,
             )
+
+
+@dataclass
+class PooledState:
+    """Streaming state of a mean-head :class:`SequenceModel`: the body's state, and per stream
+    the sum of the body's outputs so far (N, C), their count (N,) and the frames the body has
+    emitted (N,; more than ``count`` by the body's ``stream_delay``). Caller-owned, like the
+    body's; ``reset`` / ``select`` / ``to`` act on every part."""
+
+    body: Any
+    total: torch.Tensor
+    count: torch.Tensor
+    frames: torch.Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.total.shape[0]
+
+    def reset(self, streams) -> PooledState:
+        """Restart the given streams (index list or bool mask) in place; returns ``self``."""
+        self.body.reset(streams)
+        idx = _stream_index(streams, self.batch_size, self.total.device)
+        self.total[idx] = 0
+        self.count[idx] = 0
+        self.frames[idx] = 0
+        return self
+
+    def select(self, indices) -> PooledState:
+        """A new state holding the given streams (reordered, duplicated or dropped)."""
+        idx = _stream_index(indices, self.batch_size, self.total.device)
+        return PooledState(self.body.select(indices), self.total[idx].clone(),
+                           self.count[idx].clone(), self.frames[idx].clone())
+
+    def to(self, device) -> PooledState:
+        return PooledState(self.body.to(device), self.total.to(device), self.count.to(device),
+                           self.frames.to(device))
+
+    def __repr__(self) -> str:
+        return f"PooledState(batch_size={self.batch_size}, body={self.body!r})"
 
 
 @dataclass(frozen=True)
