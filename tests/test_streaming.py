@@ -308,6 +308,9 @@ def test_mean_head_state_resets_and_selects_streams():
     y, state = model.step(x[:, :, 4:], state)
     torch.testing.assert_close(y[1, :, -1], model(x[1:2, :, 4:])[0], rtol=0, atol=1e-10)
     torch.testing.assert_close(y[0, :, -1], model(x[0:1])[0], rtol=0, atol=1e-10)
+    copy = state.clone()
+    model.step(x[:, :, :2], copy)  # the copy moves on alone
+    assert int(copy.count[0]) == 11 and int(state.count[0]) == 9
     picked = state.select([2, 0])
     y2, _ = model.step(x[[2, 0], :, :1], picked)
     both = torch.cat([x, x[:, :, :1]], 2)[[2, 0]]

@@ -318,6 +318,10 @@ class PooledState:
         return PooledState(self.body.select(indices), self.total[idx].clone(),
                            self.count[idx].clone(), self.frames[idx].clone())
 
+    def clone(self) -> PooledState:
+        """An independent copy (``step`` updates a state in place)."""
+        return self.select(list(range(self.batch_size)))
+
     def to(self, device) -> PooledState:
         return PooledState(self.body.to(device), self.total.to(device), self.count.to(device),
                            self.frames.to(device))
