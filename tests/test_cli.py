@@ -19,6 +19,7 @@ def test_summary_of_saved_model(tmp_path, capsys):
     assert main(["summary", str(path)]) == 0
     out = capsys.readouterr().out
     assert "total parameters: 66,910" in out and "receptive field: 3,061 steps" in out
+    assert "head (last_step): 260 params" in out
 
 
 def test_summary_bad_argument_is_a_clear_error(capsys):

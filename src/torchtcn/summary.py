@@ -68,7 +68,9 @@ def summary(model: nn.Module) -> str:
     if body is not model:
         lines.insert(0, f"{type(model).__name__} around:")
         rest = count_parameters(model) - count_parameters(body)
-        lines.append(f"head / embedding: {rest:,} params")
+        kind = getattr(getattr(model, "config", None), "head", None)
+        what = f"head ({kind})" if isinstance(kind, str) else "head / embedding"
+        lines.append(f"{what}: {rest:,} params")
     field = getattr(model, "receptive_field", None)
     lines.append(f"total parameters: {count_parameters(model):,}")
     lines.append(f"receptive field: {'unbounded' if field is None else f'{field:,} steps'}")
