@@ -43,6 +43,18 @@ def test_resume_through_the_cli(tmp_path, capsys):
     assert rec["epochs"] == 2 and rec["steps"] == 6
 
 
+def test_a_fresh_run_never_replaces_a_run_folder_unasked(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    best = (tmp_path / "run" / "best.ckpt").read_bytes()
+    capsys.readouterr()
+    assert _train(tmp_path, "epochs=1", "seed=7") == 2
+    err = capsys.readouterr().err
+    assert "already holds a run (last.ckpt, best.ckpt): --resume continues it, --overwrite" in err
+    assert (tmp_path / "run" / "best.ckpt").read_bytes() == best
+    assert _train(tmp_path, "epochs=1", "seed=7", "--overwrite") == 0
+    assert (tmp_path / "run" / "best.ckpt").read_bytes() != best
+
+
 def test_max_steps_marks_the_result_incomplete(tmp_path, capsys):
     assert _train(tmp_path, "epochs=5", "--max-steps", "4") == 0
     rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
@@ -57,7 +69,8 @@ def test_max_steps_marks_the_result_incomplete(tmp_path, capsys):
     (["train", "jsb", "notakeyvalue="], "unknown setting 'notakeyvalue'"),
     (["train", "jsb", "epochs=x"], "epochs='x': expected int"),
 ])
-def test_bad_arguments_list_the_valid_ones(argv, match, capsys):
+def test_bad_arguments_list_the_valid_ones(argv, match, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default run folder is runs/<task>-<model> under the cwd
     assert main(argv) == 2
     err = capsys.readouterr().err
     import re
@@ -65,7 +78,8 @@ def test_bad_arguments_list_the_valid_ones(argv, match, capsys):
     assert re.search(match, err), err
 
 
-def test_missing_data_message(tmp_path, capsys):
+def test_missing_data_message(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     assert main(["train", "jsb", "--data-dir", str(tmp_path / "empty")]) == 2
     err = capsys.readouterr().err
     assert "Looked in" in err and str(tmp_path / "empty") in err and "TORCHTCN_DATA" in err

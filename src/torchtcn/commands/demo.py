@@ -66,8 +66,10 @@ def run(args: argparse.Namespace) -> int:
     records = []
     for model in DEMO_MODELS:
         print(f"training {model} on {DEMO_TASK} ({args.epochs or 'preset'} epochs) ...", flush=True)
+        # the demo is meant to be run again and again: each run replaces the last one
         record, _ = train_one(DEMO_TASK, model, dict(DEMO_OVERRIDES), data_dir=args.data_dir,
-                              out=Path(args.out) / model, quiet=args.quiet, epochs=args.epochs, seed=args.seed, device=args.device,
+                              out=Path(args.out) / model, overwrite=True, quiet=args.quiet,
+                              epochs=args.epochs, seed=args.seed, device=args.device,
                               use_tensorboard=False)
         records.append(record)
     metric = records[0]["metric"]

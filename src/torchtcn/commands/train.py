@@ -71,6 +71,8 @@ def add_parser(sub) -> None:
                    "text8, wikitext103, lambada")
     p.add_argument("--out", default=None, help="run folder (default runs/<task>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in a run folder that already holds checkpoints (replacing them)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (complete: false)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="stop after this many seconds (complete: false)")
@@ -110,20 +112,27 @@ def format_settings(spec) -> str:
 
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,
-              resume: bool = False, quiet: bool = False, results_dir=None, ctx=None,
-              use_tensorboard: bool = True, **train_overrides):
+              resume: bool = False, overwrite: bool = False, quiet: bool = False, results_dir=None,
+              ctx=None, use_tensorboard: bool = True, **train_overrides):
     """Build, train, test and record one run; returns ``(result record, run folder)``.
 
     Shared by ``torchtcn train`` and ``torchtcn demo`` so both go through the same task
-    registry and the same :class:`~torchtcn.train.Trainer`.
+    registry and the same :class:`~torchtcn.train.Trainer`. A fresh run (no ``resume``) into a
+    folder that already holds a run's checkpoints is refused unless ``overwrite``.
     """
     from ..report import make_result, write_result
     from ..summary import count_parameters
-    from ..tasks import build_run
+    from ..tasks import build_run, get_task
     from ..train import Trainer, hardware_description
 
-    run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
+    get_task(task).resolve(model, overrides, **train_overrides)  # bad settings are named first
     out = Path(out) if out is not None else Path("runs") / f"{task}-{model}"
+    held = [name for name in ("last.ckpt", "best.ckpt") if (out / name).exists()]
+    if held and not (resume or overwrite):
+        raise ValueError(f"{out} already holds a run ({', '.join(held)}): --resume continues it, "
+                         "--overwrite starts it over (replacing its checkpoints), --out DIR trains "
+                         "into another folder")
+    run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
     params = count_parameters(run.model)
     rf = getattr(run.model, "receptive_field", None)
     sizes = {s: len(d) for s, d in run.datasets.items()}
@@ -163,6 +172,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         record, out = train_one(
             args.task, args.model, overrides, data_dir=args.data_dir, out=args.out, resume=args.resume,
+            overwrite=args.overwrite,
             quiet=args.quiet, results_dir=args.results_dir, ctx=ctx, use_tensorboard=not args.no_tensorboard,
             **flags)
         failed = False
