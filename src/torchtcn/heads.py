@@ -19,6 +19,7 @@ from torch import nn
 
 from .baselines import _stream_index
 from .registry import model_from_spec, model_spec, register_model
+from .validation import checked_lengths
 
 
 class ReceptiveFieldWarning(UserWarning):
@@ -176,22 +177,8 @@ class SequenceModel(nn.Module):
                 f"lengths needs a causal body: this one sees {self.body.lookahead} steps ahead, "
                 "so padding would reach the valid steps near each sequence's end; batch "
                 "sequences of one length instead")
-        if not isinstance(lengths, torch.Tensor):
-            try:
-                lengths = torch.as_tensor(lengths)
-            except (TypeError, ValueError, RuntimeError) as e:
-                raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got "
-                                f"{type(lengths).__name__}") from e
         n, _, t = h.shape
-        if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
-            raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
-        if lengths.shape != (n,):
-            raise ValueError(f"lengths must have shape ({n},) (one per sequence), got "
-                             f"{tuple(lengths.shape)}")
-        lengths = lengths.to(h.device)
-        if n and (int(lengths.min()) < 1 or int(lengths.max()) > t):
-            raise ValueError(f"lengths must be in 1..{t} (the padded length), got "
-                             f"min {int(lengths.min())}, max {int(lengths.max())}")
+        lengths = checked_lengths(lengths, n, t).to(h.device)
         return torch.arange(t, device=h.device) < lengths.unsqueeze(1)
 
     # -- streaming: the body's state, the head applied to each new frame -----------------

@@ -30,3 +30,28 @@ def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> 
         )
     if x.shape[t_dim] < 1:
         raise ValueError(f"{what} must have at least one time step, got shape {tuple(x.shape)}")
+
+
+def checked_lengths(lengths, batch: int, steps: int) -> torch.Tensor:
+    """``lengths`` of a right-padded batch as a LongTensor, checked: shape (batch,), each in
+    1..steps. A list of ints is accepted.
+
+    Raises:
+        TypeError: not integers.
+        ValueError: wrong shape, or a length outside 1..steps.
+    """
+    if not isinstance(lengths, torch.Tensor):
+        try:
+            lengths = torch.as_tensor(lengths)
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise TypeError(f"lengths must be a 1-D integer tensor or a list of ints, got "
+                            f"{type(lengths).__name__}") from e
+    if lengths.dtype.is_floating_point or lengths.dtype.is_complex or lengths.dtype == torch.bool:
+        raise TypeError(f"lengths must hold integers, got dtype {lengths.dtype}")
+    if lengths.shape != (batch,):
+        raise ValueError(f"lengths must have shape ({batch},) (one per sequence), got "
+                         f"{tuple(lengths.shape)}")
+    if batch and (int(lengths.min()) < 1 or int(lengths.max()) > steps):
+        raise ValueError(f"lengths must be in 1..{steps} (the padded length), got "
+                         f"min {int(lengths.min())}, max {int(lengths.max())}")
+    return lengths.long()
