@@ -26,6 +26,7 @@ from .registry import available_models, create_model, register_model
 from .summary import count_parameters, summary
 from .streaming import TCNState
 from .generate import generate
+from .uncertainty import mc_dropout, mc_predict
 from .export import export_onnx, export_step_onnx, export_step_program, export_step_torchscript
 
 __version__ = "0.1.0"
@@ -59,6 +60,8 @@ __all__ = [
     "register_model",
     "TCNState",
     "generate",
+    "mc_dropout",
+    "mc_predict",
     "export_onnx",
     "export_step_onnx",
     "export_step_torchscript",
