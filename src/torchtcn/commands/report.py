@@ -108,7 +108,7 @@ NOTES = """## How the runs were made
   were cut by `--time-limit`; their numbers are what the model reached by then, not a
   reproduction of the paper's setting. The language models (13M-parameter word PTB, 3M char
   PTB) need a GPU for a real run: their rows are CPU runs made in time-limited chunks with
-  `--resume` (char PTB 10 of 100 epochs in 2.7 hours, word PTB 3 of 100 in 2.5 hours), still
+  `--resume` (char PTB 18 of 100 epochs in 4.1 hours, word PTB 4 of 100 in 2.6 hours), still
   improving when they stopped, and resumable from their `last.ckpt` with
   `torchtcn train char_ptb --model tcn --resume`.
 
