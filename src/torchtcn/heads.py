@@ -28,44 +28,38 @@ class ReceptiveFieldWarning(UserWarning):
     ``warnings.filterwarnings("ignore", category=torchtcn.ReceptiveFieldWarning)``."""
 
 
-class LastStepHead(nn.Module):
-    """Linear map of the last time step: (N, C, T) -> (N, out_features)."""
+class _LinearHead(nn.Module):
+    """One ``nn.Linear`` over the channels; subclasses say which time steps it reads."""
 
-    reads_last_step = True
-    returns_sequence = False
+    reads_last_step = False  # the prediction comes from the last step alone
+    returns_sequence = False  # one output per time step, (N, out_features, T)
 
     def __init__(self, in_channels: int, out_features: int):
         super().__init__()
         self.linear = nn.Linear(in_channels, out_features)
+
+
+class LastStepHead(_LinearHead):
+    """Linear map of the last time step: (N, C, T) -> (N, out_features)."""
+
+    reads_last_step = True
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h[:, :, -1])
 
 
-class PerStepHead(nn.Module):
+class PerStepHead(_LinearHead):
     """Linear map at every time step: (N, C, T) -> (N, out_features, T)."""
 
-    reads_last_step = False
     returns_sequence = True
-
-    def __init__(self, in_channels: int, out_features: int):
-        super().__init__()
-        self.linear = nn.Linear(in_channels, out_features)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h.transpose(1, 2)).transpose(1, 2)
 
 
-class MeanPoolHead(nn.Module):
+class MeanPoolHead(_LinearHead):
     """Linear map of the mean over time: (N, C, T) -> (N, out_features). Every step counts,
     so a sequence longer than the receptive field is still read whole."""
-
-    reads_last_step = False
-    returns_sequence = False
-
-    def __init__(self, in_channels: int, out_features: int):
-        super().__init__()
-        self.linear = nn.Linear(in_channels, out_features)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return self.linear(h.mean(2))
