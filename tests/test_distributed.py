@@ -133,9 +133,24 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     D.cleanup(ctx)
 
 
+def _spawn_two(worker, args, written: list[str]) -> None:
+    """Run ``worker(rank, *args)`` in two spawned processes.
+
+    torch's gloo teardown now and then aborts a process after its work is done (SIGABRT,
+    "terminate called without an active exception", seen about once in ten full-suite runs).
+    Such an exit is tolerated only when every file the workers write last (``written``, before
+    they leave the process group) is there: a crash before the work is done still fails.
+    """
+    try:
+        mp.start_processes(worker, args=args, nprocs=2, join=True, start_method="spawn")
+    except mp.ProcessExitedException as e:
+        if e.signal_name != "SIGABRT" or not all(os.path.exists(p) for p in written):
+            raise
+
+
 def test_two_gloo_processes_equal_one_process(tmp_path):
     out = str(tmp_path / "ddp.pt")
-    mp.start_processes(_worker, args=(2, free_port(), out), nprocs=2, join=True, start_method="spawn")
+    _spawn_two(_worker, (2, free_port(), out), [out])
     ddp = torch.load(out)
     losses, weights = _train(D.DistributedContext())
     assert ddp["flags"] == [True, False, True, False, False, True] and ddp["token"] == {"from": 0}
@@ -297,8 +312,8 @@ def test_processes_agree_on_stopping_and_on_the_checkpoint_to_resume(tmp_path):
     Trainer(run.task, run.model, run.datasets, run.spec.train, shared, run_info=run.spec.to_dict(),
             quiet=True, use_tensorboard=False).fit()
     report = str(tmp_path / "report")
-    mp.start_processes(_agreement_worker, args=(2, free_port(), [str(shared), str(local)], report),
-                       nprocs=2, join=True, start_method="spawn")
+    _spawn_two(_agreement_worker, (2, free_port(), [str(shared), str(local)], report),
+               [f"{report}.{rank}" for rank in (0, 1)])
     reports = [json.loads(open(f"{report}.{rank}").read()) for rank in (0, 1)]
     assert reports[0]["limit"] == [3, False, "a limit was reached on another process"]
     assert reports[1]["limit"] == [3, False, "fake limit"]
