@@ -156,7 +156,7 @@ class SequenceModel(nn.Module):
                 last = (valid.sum(1) - 1).view(-1, 1, 1).expand(-1, h.shape[1], 1)
                 h = h.gather(2, last)
             return self.head(h)
-        if not self.head.returns_sequence:  # mean pooling
+        if self._pools:
             if valid is None:
                 return self.head(h)
             total = h.masked_fill(~valid.unsqueeze(1), 0.0).sum(2)
