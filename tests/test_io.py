@@ -29,6 +29,16 @@ def test_round_trip_identical_outputs(saved):
     assert loaded.config == model.config
 
 
+@pytest.mark.parametrize("dtype", [torch.float64, torch.bfloat16])
+def test_round_trip_keeps_the_dtype(tmp_path, dtype):
+    model = torchtcn.TCN(2, [6, 6], kernel_size=3).to(dtype).eval()
+    torchtcn.save(model, tmp_path / "m.safetensors")
+    loaded = torchtcn.load(tmp_path / "m.safetensors")
+    assert {p.dtype for p in loaded.parameters()} == {dtype}
+    x = torch.randn(2, 2, 20, dtype=dtype)
+    assert torch.equal(model(x), loaded(x))
+
+
 def test_save_leaves_no_temporary_files(saved):
     _, path = saved
     assert [p.name for p in path.parent.iterdir()] == [path.name]

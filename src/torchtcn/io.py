@@ -121,6 +121,18 @@ def _build(path: Path, spec, device: str) -> torch.nn.Module:
         raise ValueError(f"{path}: invalid model config: {e}") from None
 
 
+_FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
+                 "BF16": torch.bfloat16}
+
+
+def _stored_float_dtype(header: dict) -> torch.dtype | None:
+    """The floating dtype of the stored tensors when they share one (else None)."""
+    kinds = {entry.get("dtype") for key, entry in header.items()
+             if key != "__metadata__" and isinstance(entry, dict)}
+    floats = {_FLOAT_DTYPES[k] for k in kinds if k in _FLOAT_DTYPES}
+    return floats.pop() if len(floats) == 1 else None
+
+
 def _check_tensor_table(path: Path, skeleton: torch.nn.Module, header: dict) -> None:
     """Every tensor in the file must exist in ``skeleton`` with the same shape, and every
     parameter of ``skeleton`` must be in the file (under one of its names when tied)."""
@@ -158,7 +170,8 @@ def _check_tensor_table(path: Path, skeleton: torch.nn.Module, header: dict) -> 
 
 
 def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Rebuild the model saved at ``path`` and load its weights (in eval mode).
+    """Rebuild the model saved at ``path`` and load its weights (in eval mode), in the
+    floating dtype they were saved in (a float64 model comes back float64, bit for bit).
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -186,6 +199,9 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     # is allocated, since the table is bounded by the file's size.
     _check_tensor_table(path, _build(path, spec, "meta"), header)
     model = _build(path, spec, "cpu")
+    dtype = _stored_float_dtype(header)
+    if dtype is not None:
+        model = model.to(dtype)
     try:
         missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
     except Exception as e:  # safetensors raises its own error types for corrupt files
