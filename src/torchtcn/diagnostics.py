@@ -21,10 +21,17 @@ import torch
 from torch import nn
 
 
-def _prepare(model: nn.Module, train: bool) -> nn.Module:
-    # Work on a float64 copy so the caller's model (mode, dtype, device) is left untouched.
-    probe = copy.deepcopy(model).double().cpu()
-    return probe.train(train)
+def _prepare(model: nn.Module, train: bool):
+    """A float64 CPU copy of ``model`` as a function of x alone (the caller's model keeps its
+    mode, dtype and device). A conditioned model gets one fixed random vector per sequence:
+    the same in every call, so it cannot make a past output move."""
+    probe = copy.deepcopy(model).double().cpu().train(train)
+    channels = getattr(getattr(model, "config", None), "cond_channels", 0)
+    if not channels:
+        return probe
+    cond = torch.randn(64, channels, dtype=torch.float64,
+                       generator=torch.Generator().manual_seed(1))
+    return lambda x: probe(x, cond=cond[: x.shape[0]])
 
 
 def _to_model_layout(x: torch.Tensor, model: nn.Module) -> torch.Tensor:

@@ -4,12 +4,13 @@ Two artefacts for deployment outside Python:
 
 * the **full model** (``export_onnx``): (N, C_in, T) -> (N, C_out, T), N and T dynamic;
 * the **streaming step** (``export_step_onnx``, ``export_step_torchscript``): a pure function
-  ``(x, state[, age]) -> (y, new_state[, new_age])``. The state is an explicit tensor
+  ``(x, state[, age][, cond]) -> (y, new_state[, new_age])``. The state is an explicit tensor
   (N, C_max, slots) holding, for every convolution (and, in non-causal models, every delay
   line), its last ``(k - 1) * d`` inputs in time order; start from zeros
   (:func:`initial_step_state`) and feed each call's ``new_state`` to the next call. Non-causal
   models also carry ``age`` (N,) int64, the frames each stream has seen (zeros at the start);
   their outputs lag by ``stream_delay`` frames exactly as :meth:`TCN.step`'s do.
+  Conditioned models (``cond_channels > 0``) take ``cond`` (N, cond_channels) last, in both.
 
 The step module uses the same folded weights as :mod:`torchtcn.streaming` but a shift-buffer
 formulation (``cat`` + ``conv1d``), which exports to plain ONNX operators.
@@ -48,9 +49,10 @@ def _require_tcn(model) -> TCN:
 class StepModule(nn.Module):
     """The streaming step of a TCN as a pure function of explicit tensors.
 
-    ``forward(x, state)`` (causal) or ``forward(x, state, age)`` (non-causal):
-    x (N, C_in, t) (or NLC), state (N, C_max, slots), age (N,) int64 ->
-    y (N, C_out, t), new_state, [new_age]. Weights are folded once at construction.
+    ``forward(x, state)`` (causal) or ``forward(x, state, age)`` (non-causal), with ``cond``
+    appended for a conditioned model: x (N, C_in, t) (or NLC), state (N, C_max, slots),
+    age (N,) int64, cond (N, cond_channels) -> y (N, C_out, t), new_state, [new_age].
+    Weights are folded once at construction.
 
     Example:
         >>> model = TCN(1, [8, 8], kernel_size=3).eval()
@@ -74,15 +76,28 @@ class StepModule(nn.Module):
     def causal(self) -> bool:
         return self.plan.delay == 0
 
-    def forward(self, x: torch.Tensor, state: torch.Tensor, age: torch.Tensor | None = None):
+    @property
+    def input_names(self) -> list[str]:
+        """The inputs ``forward`` takes, in order."""
+        return (["x", "state"] + ([] if self.causal else ["age"])
+                + (["cond"] if self.plan.cond_channels else []))
+
+    def forward(self, x: torch.Tensor, state: torch.Tensor, *extra: torch.Tensor):
+        names = self.input_names
+        if len(extra) != len(names) - 2:
+            raise TypeError(f"this step takes ({', '.join(names)}), got {2 + len(extra)} inputs")
+        age = None if self.causal else extra[0]
+        cond = extra[-1] if self.plan.cond_channels else None
         plan = self.plan
         h = x if plan.layout == "NCL" else x.transpose(1, 2)
         t = h.shape[2]
         new_lines: dict[int, torch.Tensor] = {}
         masks = {}
+        films = None
+        if cond is not None:  # each unit's (gamma, beta), both (N, C_out, 1)
+            terms = F.linear(cond, *plan.film).unsqueeze(-1)
+            films = [part.chunk(2, 1) for part in terms.split(plan.film_rows, 1)]
         if not self.causal:
-            if age is None:
-                raise ValueError("a non-causal model's step needs age (N,) int64")
             frames = age[:, None] + torch.arange(t, device=x.device)[None, :]  # (N, t)
             for d in {0, plan.delay, *plan.mask_delays}:
                 masks[d] = (frames >= d).to(h.dtype)[:, None, :]
@@ -95,16 +110,16 @@ class StepModule(nn.Module):
             new_lines[line.slot] = F.pad(win[:, :, -p:], (0, 0, 0, plan.c_max - c))
             return win
 
-        def unit(conv, inp):
+        def unit(conv, inp, j):
             if conv.line.in_delay:
                 inp = inp * masks[conv.line.in_delay]
             z = F.conv1d(window(conv.line, inp), conv.weight, conv.bias, dilation=conv.dilation)
-            # channel ops work on channel dim -2: (N, C, t) -> (N, t, C) -> back
-            return streaming._channel_ops(conv, z)  # channel dim -2 of (N, C, t)
+            # channel dim -2 of (N, C, t), as streaming's (t, C, N) has it
+            return streaming._channel_ops(conv, z, None if films is None else films[j])
 
         skip_sum = None
-        for b in plan.blocks:
-            u = unit(b.conv2, unit(b.conv1, h))
+        for i, b in enumerate(plan.blocks):
+            u = unit(b.conv2, unit(b.conv1, h, 2 * i), 2 * i + 1)
             res = h if b.down is None else F.conv1d(h, b.down[0][:, :, None], b.down[1])
             if b.res_delay is not None:
                 res = window(b.res_delay, res)[:, :, :t]
@@ -132,7 +147,8 @@ class StepModule(nn.Module):
 
 def initial_step_state(model: TCN, batch_size: int) -> tuple[torch.Tensor, ...]:
     """Zero state for the exported step: ``(state,)`` for causal models, ``(state, age)``
-    otherwise; state (N, C_max, slots) in the model's dtype, age (N,) int64."""
+    otherwise; state (N, C_max, slots) in the model's dtype, age (N,) int64. (A conditioned
+    model's step also takes ``cond``, which is the caller's, not state.)"""
     plan = StepModule(model).plan
     p = next(model.parameters())
     state = torch.zeros(batch_size, plan.c_max, plan.slots, dtype=p.dtype, device=p.device)
@@ -150,6 +166,28 @@ def _example_input(model, batch_size: int, length: int) -> torch.Tensor:
     if body.layout == "NLC":
         shape = (batch_size, length, body.in_channels)
     return torch.randn(shape, dtype=p.dtype, device=p.device)
+
+
+def _example_cond(model, batch_size: int) -> tuple[torch.Tensor, ...]:
+    """``(cond,)`` for a conditioned model (or one with a conditioned body), else ``()``."""
+    body = getattr(model, "body", model)
+    channels = getattr(getattr(body, "config", None), "cond_channels", 0)
+    if not channels:
+        return ()
+    p = next(model.parameters())
+    return (torch.randn(batch_size, channels, dtype=p.dtype, device=p.device),)
+
+
+class _CondAsInput(nn.Module):
+    """``model(x, cond=cond)`` as a function of two positional inputs (ONNX inputs are
+    positional; a SequenceModel's second parameter is ``lengths``)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        return self.model(x, cond=cond)
 
 
 def _onnx_export(module, args, path, input_names, output_names, dynamic_axes, opset) -> Path:
@@ -177,8 +215,9 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
     """The full model as ONNX: input ``"x"`` -> output ``"y"``, batch and time dynamic.
 
     Works for a TCN, a :class:`~torchtcn.SequenceModel` and a
-    :class:`~torchtcn.LanguageModel` (input: int64 tokens (N, T)). The model is exported in
-    eval mode (its mode is restored afterwards).
+    :class:`~torchtcn.LanguageModel` (input: int64 tokens (N, T)); a conditioned model also
+    takes ``"cond"`` (N, cond_channels). The model is exported in eval mode (its mode is
+    restored afterwards).
     """
     was_training = model.training
     model.eval()
@@ -190,9 +229,12 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
         if isinstance(model, TCN) and model.layout == "NLC":
             out_t = 1
         y_axes = {0: "batch"} if out_t is None else {0: "batch", out_t: "time"}
+        cond = _example_cond(model, 2)
+        names = ["x"] + (["cond"] if cond else [])
+        axes = {"x": {0: "batch", t_axis: "time"}, "y": y_axes, "cond": {0: "batch"}}
+        module = _CondAsInput(model) if cond else model
         return _onnx_export(
-            model, (x,), path, ["x"], ["y"],
-            {"x": {0: "batch", t_axis: "time"}, "y": y_axes}, opset,
+            module, (x, *cond), path, names, ["y"], {k: axes[k] for k in names + ["y"]}, opset,
         )
     finally:
         model.train(was_training)
@@ -205,25 +247,27 @@ def export_step_onnx(
     ``new_state`` (and ``new_age``); see :class:`StepModule`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
     step = StepModule(model).eval()
-    init = initial_step_state(model, batch_size)
-    x = _example_input(model, batch_size, chunk)
+    example = _step_example(model, batch_size, chunk)
     t_axis = 2 if model.layout == "NCL" else 1
-    names_in, names_out = ["x", "state"], ["y", "new_state"]
-    axes = {"x": {0: "batch"}, "y": {0: "batch"}, "state": {0: "batch"}, "new_state": {0: "batch"}}
+    names_in = step.input_names
+    names_out = ["y", "new_state"] + ([] if step.causal else ["new_age"])
+    axes = {name: {0: "batch"} for name in names_in + names_out}
     if step.causal:
         axes["x"][t_axis] = axes["y"][t_axis] = "time"
-    else:
-        names_in.append("age")
-        names_out.append("new_age")
-        axes["age"] = axes["new_age"] = {0: "batch"}
-    return _onnx_export(step, (x, *init), path, names_in, names_out, axes, opset)
+    return _onnx_export(step, example, path, names_in, names_out, axes, opset)
+
+
+def _step_example(model: TCN, batch_size: int, chunk: int) -> tuple[torch.Tensor, ...]:
+    """Example inputs of :class:`StepModule`: x, the zero state (and age), cond if any."""
+    return (_example_input(model, batch_size, chunk), *initial_step_state(model, batch_size),
+            *_example_cond(model, batch_size))
 
 
 def export_step_torchscript(model: TCN, path, batch_size: int = 1, chunk: int = 1) -> Path:
     """The streaming step as a traced TorchScript module (``torch.jit.load(path)``); same
     signature as :class:`StepModule`. Traced at ``chunk`` frames per call."""
     step = StepModule(model).eval()
-    example = (_example_input(model, batch_size, chunk), *initial_step_state(model, batch_size))
+    example = _step_example(model, batch_size, chunk)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -239,10 +283,11 @@ def export_step_program(model: TCN, path, batch_size: int = 2, chunk: int = 1) -
     ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
     signature as :class:`StepModule`."""
     step = StepModule(model).eval()
-    init = initial_step_state(model, batch_size)
-    example = (_example_input(model, batch_size, chunk), *init)
+    example = _step_example(model, batch_size, chunk)
     batch = torch.export.Dim("batch")
-    dynamic = tuple({0: batch} for _ in example)
+    # forward(x, state, *extra): the extra inputs' specs (if any) nest as one tuple
+    extra = tuple({0: batch} for _ in example[2:])
+    dynamic = ({0: batch}, {0: batch}) + ((extra,) if extra else ())
     program = torch.export.export(step, example, dynamic_shapes=dynamic)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -50,6 +50,7 @@ def generate(
     sample: str | Callable = "greedy",
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
+    cond: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Extend ``prompt`` by ``steps`` samples, feeding each output back as the next input.
 
@@ -68,6 +69,8 @@ def generate(
             (N, C) output to the (N, C) next input (e.g. to add noise).
         temperature: > 0, for ``"multinomial"``.
         generator: the ``torch.Generator`` multinomial sampling draws from (reproducible runs).
+        cond: (N, cond_channels) conditioning vectors of a conditioned regressor (a TCN, or a
+            SequenceModel with a TCN body, built with ``cond_channels > 0``).
 
     Returns:
         The prompt followed by the samples: (N, T0 + steps) tokens, or (N, C, T0 + steps)
@@ -83,11 +86,13 @@ def generate(
         raise TypeError(f"prompt must be a torch.Tensor, got {type(prompt).__name__}")
     _check_causal(model)
     if isinstance(model, LanguageModel):
+        if cond is not None:
+            raise ValueError("cond was given, but a LanguageModel takes no conditioning")
         return _generate_tokens(model, prompt, steps, sample, temperature, generator)
     if sample == "multinomial":
         raise ValueError("sample='multinomial' needs a language model; regressors take "
                          "'greedy' or a callable")
-    return _generate_frames(model, prompt, steps, sample)
+    return _generate_frames(model, prompt, steps, sample, {} if cond is None else {"cond": cond})
 
 
 def _generate_tokens(model, prompt, steps, sample, temperature, generator) -> torch.Tensor:
@@ -107,7 +112,7 @@ def _generate_tokens(model, prompt, steps, sample, temperature, generator) -> to
     return out
 
 
-def _generate_frames(model, prompt, steps, sample) -> torch.Tensor:
+def _generate_frames(model, prompt, steps, sample, cond_kwargs: dict) -> torch.Tensor:
     layout = getattr(getattr(model, "body", model), "layout", "NCL")
     in_channels = getattr(model, "in_channels", None) or model.body.in_channels
     if prompt.dim() != 3:
@@ -119,7 +124,7 @@ def _generate_frames(model, prompt, steps, sample) -> torch.Tensor:
     # A bare TCN answers in its own layout; heads always answer (N, out_features, t).
     outputs_nlc = layout == "NLC" and not hasattr(model, "head")
     state = model.init_state(n)
-    y, state = model.step(prompt, state)
+    y, state = model.step(prompt, state, **cond_kwargs)
     for i in range(steps):
         y_last = y[:, -1, :] if outputs_nlc else y[:, :, -1]
         nxt = sample(y_last) if callable(sample) else y_last
@@ -131,5 +136,6 @@ def _generate_frames(model, prompt, steps, sample) -> torch.Tensor:
         out[:, :, t0 + i] = nxt
         if i + 1 < steps:
             frame = out[:, :, t0 + i : t0 + i + 1]
-            y, state = model.step(frame if layout == "NCL" else frame.transpose(1, 2), state)
+            frame = frame if layout == "NCL" else frame.transpose(1, 2)
+            y, state = model.step(frame, state, **cond_kwargs)
     return out if layout == "NCL" else out.transpose(1, 2)

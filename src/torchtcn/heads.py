@@ -127,7 +127,12 @@ class SequenceModel(nn.Module):
     def receptive_field(self):
         return self.body.receptive_field
 
-    def forward(self, x: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,
+        lengths: torch.Tensor | None = None,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Apply the body, then the head.
 
         Args:
@@ -138,6 +143,8 @@ class SequenceModel(nn.Module):
                 per-step head's outputs at padded steps are zero.
                 Because the body is causal, the padding never reaches a valid step: every
                 output equals the one for that sequence run alone, unpadded.
+            cond: (N, cond_channels) conditioning vectors, for a TCN body built with
+                ``cond_channels > 0``.
 
         Example:
             >>> import torchtcn
@@ -145,7 +152,7 @@ class SequenceModel(nn.Module):
             >>> m(torch.randn(2, 1, 10), lengths=torch.tensor([10, 4])).shape
             torch.Size([2, 3])
         """
-        h = self.body(x)
+        h = self.body(x, **self._cond_kwargs(cond))
         if self.body.layout == "NLC":
             h = h.transpose(1, 2)
         valid = None if lengths is None else self._valid_steps(lengths, h)
@@ -163,6 +170,16 @@ class SequenceModel(nn.Module):
             return self.head.linear(total / valid.sum(1, keepdim=True).to(h.dtype))
         y = self.head(h)
         return y if valid is None else y.masked_fill(~valid.unsqueeze(1), 0.0)
+
+    def _cond_kwargs(self, cond) -> dict:
+        # only a TCN body can be conditioned; it checks cond itself
+        if cond is None:
+            return {}
+        if not hasattr(getattr(self.body, "config", None), "cond_channels"):
+            raise ValueError(
+                f"cond was given, but the {type(self.body).__name__} body takes no "
+                "conditioning: use a TCN body with cond_channels > 0")
+        return {"cond": cond}
 
     def _valid_steps(self, lengths, h: torch.Tensor) -> torch.Tensor:
         """(N, T) bool: True at the valid steps of each sequence; checks ``lengths``."""
@@ -196,8 +213,9 @@ class SequenceModel(nn.Module):
     def _pools(self) -> bool:
         return not (self.head.reads_last_step or self.head.returns_sequence)
 
-    def step(self, x: torch.Tensor, state):
-        """Consume a chunk (N, C_in, t): returns ``(y, state)``, ``y`` (N, out_features, t).
+    def step(self, x: torch.Tensor, state, cond: torch.Tensor | None = None):
+        """Consume a chunk (N, C_in, t): returns ``(y, state)``, ``y`` (N, out_features, t);
+        ``cond`` as for :meth:`forward`, with every chunk.
 
         A per-step head gives exactly the frames ``forward`` gives for the whole sequence. A
         last-step or mean head gives, at every frame, the prediction for the sequence ending
@@ -210,22 +228,24 @@ class SequenceModel(nn.Module):
             >>> y.shape
             torch.Size([3, 2, 4])
         """
+        kwargs = self._cond_kwargs(cond)
         if not self._pools:
-            h, state = self.body.step(x, state)
+            h, state = self.body.step(x, state, **kwargs)
             return self._head_frames(h, None), state
         self._check_pooled_state(state)
-        h, state.body = self.body.step(x, state.body)
+        h, state.body = self.body.step(x, state.body, **kwargs)
         return self._head_frames(h, state), state
 
-    def flush(self, state):
+    def flush(self, state, cond: torch.Tensor | None = None):
         """End the streams: ``(y, state)`` with the last ``stream_delay`` frames (see
         ``TCN.flush``); empty for causal bodies."""
+        kwargs = self._cond_kwargs(cond)
         pooled = state if self._pools else None
         if pooled is not None:
             self._check_pooled_state(state)
             state = state.body
         if hasattr(self.body, "flush"):
-            h, state = self.body.flush(state)
+            h, state = self.body.flush(state, **kwargs)
         else:
             h = torch.zeros(state.batch_size, self.body.out_channels, 0, dtype=state.h.dtype,
                             device=state.h.device)

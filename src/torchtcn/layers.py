@@ -91,6 +91,32 @@ class Gate(nn.Module):
         return torch.tanh(a) * torch.sigmoid(b)
 
 
+class FiLM(nn.Module):
+    """Feature-wise linear modulation by a global conditioning vector (Perez et al. 2018):
+    ``h * (1 + gamma(cond)) + beta(cond)`` with ``gamma, beta`` one linear map of ``cond``.
+
+    Shapes: h (N, C, T), cond (N, C_cond) -> (N, C, T). The same vector modulates every time
+    step, so conditioning never breaks causality. The map starts at zero: a freshly conditioned
+    model computes exactly what the unconditioned one does, and learns how to use ``cond``.
+    With ``gamma`` fixed at 0 this is WaveNet's global conditioning (a learned per-channel bias).
+
+    Example:
+        >>> film = FiLM(cond_channels=3, channels=8)
+        >>> film(torch.randn(2, 8, 10), torch.randn(2, 3)).shape
+        torch.Size([2, 8, 10])
+    """
+
+    def __init__(self, cond_channels: int, channels: int):
+        super().__init__()
+        self.linear = nn.Linear(cond_channels, 2 * channels)
+        nn.init.zeros_(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.linear(cond).unsqueeze(-1).chunk(2, dim=1)
+        return torch.addcmul(h + beta, h, gamma)
+
+
 def _fast_dropout_applies(module: nn.Module, x: torch.Tensor) -> bool:
     return (
         module.training
@@ -174,7 +200,11 @@ def init_conv_(conv: nn.Conv1d, init_std: float | None) -> None:
 
 
 class ConvUnit(nn.Module):
-    """conv -> norm -> activation (or gate) -> dropout: (N, C_in, T) -> (N, C_out, T)."""
+    """conv -> norm -> [FiLM] -> activation (or gate) -> dropout: (N, C_in, T) -> (N, C_out, T).
+
+    With ``cond_channels > 0`` a :class:`FiLM` of the global conditioning vector modulates the
+    pre-activation (both halves of a gate), and ``forward`` needs ``cond`` (N, cond_channels).
+    """
 
     def __init__(
         self,
@@ -190,6 +220,7 @@ class ConvUnit(nn.Module):
         dropout: float,
         dropout_kind: str,
         init_std: float | None,
+        cond_channels: int = 0,
     ):
         super().__init__()
         conv_out = 2 * out_channels if gate else out_channels
@@ -201,9 +232,19 @@ class ConvUnit(nn.Module):
         self.norm = make_norm(norm, conv_out)
         self.activation = Gate(gate) if gate else make_activation(activation)
         self.dropout = make_dropout(dropout, dropout_kind)
+        self.film = FiLM(cond_channels, conv_out) if cond_channels else None
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dropout(self.activation(self.norm(self.conv(x))))
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        h = self.norm(self.conv(x))
+        if self.film is not None:
+            if cond is None:
+                raise ValueError(
+                    f"this unit is conditioned (cond_channels={self.film.linear.in_features}): "
+                    "pass cond (N, cond_channels)")
+            h = self.film(h, cond)
+        elif cond is not None:
+            raise ValueError("cond given to a unit built without conditioning (cond_channels=0)")
+        return self.dropout(self.activation(h))
 
 
 class ResidualBlock(nn.Module):
@@ -229,6 +270,7 @@ class ResidualBlock(nn.Module):
         dropout_kind: str = "element",
         residual_activation: bool = True,
         init_std: float | None = 0.01,
+        cond_channels: int = 0,
     ):
         super().__init__()
         unit = dict(
@@ -241,6 +283,7 @@ class ResidualBlock(nn.Module):
             dropout=dropout,
             dropout_kind=dropout_kind,
             init_std=init_std,
+            cond_channels=cond_channels,
         )
         self.unit1 = ConvUnit(in_channels, out_channels, **unit)
         self.unit2 = ConvUnit(out_channels, out_channels, **unit)
@@ -251,25 +294,29 @@ class ResidualBlock(nn.Module):
             self.downsample = None
         self.out_activation = make_activation(activation) if residual_activation else nn.Identity()
 
-    def forward(self, x: torch.Tensor, recompute: bool = False) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, recompute: bool = False, cond: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """(N, C_in, T) -> (N, C_out, T). ``recompute``: keep only the input for backward and
-        recompute the block's activations there (same gradients, less memory).
+        recompute the block's activations there (same gradients, less memory). ``cond``
+        (N, cond_channels): the global conditioning vector of a conditioned block.
 
         When the block is the plain relu / weight-norm kind and gradients are being recorded,
         it runs as one fused autograd node (:class:`torchtcn.fused.FusedBlockFunction`): same
         function and gradients, about a third of the memory, fewer passes over activations.
+        (Conditioned blocks take the module path.)
         """
-        spec = self._fused_spec(x, recompute)
+        spec = None if cond is not None else self._fused_spec(x, recompute)
         if spec is not None:
             return self._forward_fused(x, spec)
         if recompute:
-            return checkpoint(self._forward_modules, x, use_reentrant=False)
-        return self._forward_modules(x)
+            return checkpoint(self._forward_modules, x, cond, use_reentrant=False)
+        return self._forward_modules(x, cond)
 
-    def _forward_modules(self, x: torch.Tensor) -> torch.Tensor:
+    def _forward_modules(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         # the reference path: every submodule called in turn (hooks, any norm / activation)
         res = x if self.downsample is None else self.downsample(x)
-        return self.out_activation(self.unit2(self.unit1(x)) + res)
+        return self.out_activation(self.unit2(self.unit1(x, cond), cond) + res)
 
     def _forward_fused(self, x: torch.Tensor, spec: fused.BlockSpec) -> torch.Tensor:
         c1, c2, down = self.unit1.conv, self.unit2.conv, self.downsample
@@ -351,6 +398,7 @@ def _plain_relu_unit(unit: nn.Module) -> bool:
         and conv.padding_mode == "zeros"
         and type(unit.norm) is nn.Identity
         and type(unit.activation) is nn.ReLU
+        and unit.film is None
     )
 
 

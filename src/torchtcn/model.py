@@ -11,7 +11,7 @@ from . import receptive_field as rf
 from .layers import ACTIVATIONS, DROPOUT_KINDS, GATES, NORMS, ResidualBlock, make_activation
 from .configs import ConfiguredModel
 from .registry import register_model
-from .validation import check_sequence_input
+from .validation import check_cond, check_sequence_input
 
 LAYOUTS = ("NCL", "NLC")
 
@@ -66,6 +66,10 @@ class TCNConfig:
     low_memory: bool = field(
         default=False, metadata={"help": "recompute block activations in backward"}
     )
+    cond_channels: int = field(
+        default=0,
+        metadata={"help": "size of a global conditioning vector (FiLM in every unit); 0 = none"},
+    )
 
     def __post_init__(self):
         _positive_int("in_channels", self.in_channels)
@@ -102,6 +106,11 @@ class TCNConfig:
         for name in ("causal", "skip_connections", "residual_activation", "low_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+        if isinstance(self.cond_channels, bool) or not isinstance(self.cond_channels, int):
+            raise TypeError(f"cond_channels must be an int, got {self.cond_channels!r}")
+        if self.cond_channels < 0:
+            raise ValueError(f"cond_channels must be >= 0 (0: no conditioning), got "
+                             f"{self.cond_channels}")
         if self.init_std is not None and (
             isinstance(self.init_std, bool)
             or not isinstance(self.init_std, (int, float))
@@ -139,12 +148,20 @@ class TCN(ConfiguredModel, nn.Module):
     The output at step t depends on inputs t - receptive_field + 1 .. t when ``causal``; with
     ``causal=False`` it also sees up to ``lookahead`` steps ahead.
 
+    ``cond_channels > 0`` conditions the network on one vector per sequence (a speaker, a
+    station, a product: static covariates): every conv unit's pre-activation is modulated by a
+    :class:`~torchtcn.layers.FiLM` of it, and ``forward`` / ``step`` take ``cond``
+    (N, cond_channels). Per-step covariates are extra input channels instead.
+
     Example:
         >>> model = TCN(in_channels=1, channels=[25] * 8, kernel_size=7)
         >>> model(torch.randn(4, 1, 784)).shape
         torch.Size([4, 25, 784])
         >>> model.receptive_field
         3061
+        >>> conditioned = TCN(in_channels=1, channels=[8, 8], cond_channels=4)
+        >>> conditioned(torch.randn(2, 1, 50), cond=torch.randn(2, 4)).shape
+        torch.Size([2, 8, 50])
     """
 
     config_class = TCNConfig
@@ -166,6 +183,7 @@ class TCN(ConfiguredModel, nn.Module):
         residual_activation: bool = True,
         init_std: float | None = 0.01,
         low_memory: bool = False,
+        cond_channels: int = 0,
     ):
         super().__init__()
         cfg = TCNConfig(
@@ -184,6 +202,7 @@ class TCN(ConfiguredModel, nn.Module):
             residual_activation=residual_activation,
             init_std=init_std,
             low_memory=low_memory,
+            cond_channels=cond_channels,
         )
         self._config = cfg
         widths = (cfg.in_channels,) + cfg.channels
@@ -201,6 +220,7 @@ class TCN(ConfiguredModel, nn.Module):
                 dropout_kind=cfg.dropout_kind,
                 residual_activation=cfg.residual_activation,
                 init_std=cfg.init_std,
+                cond_channels=cfg.cond_channels,
             )
             for i, d in enumerate(cfg.resolved_dilations)
         )
@@ -239,8 +259,11 @@ class TCN(ConfiguredModel, nn.Module):
         return self._config.lookahead
 
     # -- computation ----------------------------------------------------------------------
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, C_in, T) (or NLC) -> (N, C_out, T); ``cond`` (N, cond_channels) is required
+        exactly when the model was built with ``cond_channels > 0``."""
         check_sequence_input(x, self.in_channels, self.layout, "TCN input")
+        check_cond(cond, self._config.cond_channels, x.shape[0], x, "the TCN")
         if self.layout == "NLC":
             x = x.transpose(1, 2)
         # low_memory: each block keeps only its input for backward and recomputes the rest
@@ -248,7 +271,7 @@ class TCN(ConfiguredModel, nn.Module):
         recompute = self._config.low_memory and self.training and torch.is_grad_enabled()
         skip_sum = None
         for i, block in enumerate(self.blocks):
-            x = block(x, recompute=recompute)
+            x = block(x, recompute=recompute, cond=cond)
             if self.skips is not None:
                 s = self.skips[i](x)
                 skip_sum = s if skip_sum is None else skip_sum + s
@@ -264,10 +287,11 @@ class TCN(ConfiguredModel, nn.Module):
 
         return streaming.init_state(self, batch_size)
 
-    def step(self, x: torch.Tensor, state):
+    def step(self, x: torch.Tensor, state, cond: torch.Tensor | None = None):
         """Consume a chunk (N, C_in, t) (or NLC), any t >= 1: returns ``(y, state)`` with ``y``
         (N, C_out, t); consecutive chunks' outputs concatenate to ``forward`` of the whole
-        sequence (``stream_delay`` frames late for non-causal models). See
+        sequence (``stream_delay`` frames late for non-causal models). A conditioned model
+        takes each stream's ``cond`` (N, cond_channels) with every chunk. See
         :func:`torchtcn.streaming.step`.
 
         Example:
@@ -279,17 +303,18 @@ class TCN(ConfiguredModel, nn.Module):
         """
         from . import streaming
 
-        return streaming.step(self, x, state)
+        return streaming.step(self, x, state, cond)
 
-    def flush(self, state):
+    def flush(self, state, cond: torch.Tensor | None = None):
         """End the streams: ``(y, state)`` with the last ``stream_delay`` output frames."""
         from . import streaming
 
-        return streaming.flush(self, state)
+        return streaming.flush(self, state, cond)
 
     def extra_repr(self) -> str:
         c = self._config
         return (
             f"in_channels={c.in_channels}, blocks={len(c.channels)}, kernel_size={c.kernel_size}, "
             f"receptive_field={self.receptive_field}, causal={c.causal}"
+            + (f", cond_channels={c.cond_channels}" if c.cond_channels else "")
         )

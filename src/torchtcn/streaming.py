@@ -60,6 +60,7 @@ from torch import nn
 from . import receptive_field as rf
 from .baselines import _stream_index
 from .layers import Gate
+from .validation import check_cond
 
 # Ring-index tables are precomputed for every ring position when the positions repeat within
 # this many frames (lcm of the ring sizes); otherwise indices are computed per step.
@@ -88,6 +89,7 @@ class _Conv:
     layer_norm: tuple | None  # (weight, bias, eps, (C,)): per-frame layer norm over channels
     act: object  # callable on (..., C, N) tensors, channel dim -2; None = identity
     gate: str | None  # "glu" | "wavenet" | None (then ``act`` applies)
+    film: tuple | None = None  # (weight (2 C_out, C_cond), bias) of the unit's FiLM map
 
 
 @dataclass
@@ -121,6 +123,11 @@ class StreamPlan:
     versions: list
     needs_mask: bool
     has_skips: bool
+    cond_channels: int = 0
+    # every unit's FiLM map stacked into one (sum 2 C_out, C_cond) linear map, and its row
+    # count per unit: one matmul per step conditions the whole network
+    film: tuple | None = None
+    film_rows: list = field(default_factory=list)
     fast: dict | None = None  # tensors of the single-frame fast path (causal models)
     mask_delays: list = field(default_factory=list)
 
@@ -202,7 +209,11 @@ def _fold_conv(unit, line: _Line) -> _Conv:
         raise TypeError(f"cannot stream a norm of type {type(norm).__name__}")
     gate = unit.activation.kind if isinstance(unit.activation, Gate) else None
     act = None if gate else _act_fn(unit.activation)
-    return _Conv(w, b, conv.dilation[0], line, layer_norm, act, gate)
+    film = None
+    if unit.film is not None:
+        lin = unit.film.linear
+        film = (lin.weight.detach().clone(), lin.bias.detach().clone())
+    return _Conv(w, b, conv.dilation[0], line, layer_norm, act, gate, film)
 
 
 def prepare(model) -> StreamPlan:
@@ -269,7 +280,12 @@ def prepare(model) -> StreamPlan:
         needs_mask=delay > 0,
         has_skips=model.skips is not None,
         mask_delays=sorted({ln.in_delay for ln in lines if ln.in_delay}),
+        cond_channels=cfg.cond_channels,
     )
+    if cfg.cond_channels:
+        films = [c.film for b in blocks for c in (b.conv1, b.conv2)]
+        plan.film = (torch.cat([w for w, _ in films]), torch.cat([b for _, b in films]))
+        plan.film_rows = [w.shape[0] for w, _ in films]
     if cfg.causal:
         plan.fast = _prepare_fast(plan, k)
     _PLANS[model] = plan
@@ -444,13 +460,32 @@ def _check(plan: StreamPlan, x, state) -> int:
     return t
 
 
-def step(model, x: torch.Tensor, state: TCNState):
+def _film_terms(plan: StreamPlan, cond: torch.Tensor | None):
+    """Each unit's FiLM ``(gamma, beta)``, both (C_out, N), from ``cond`` (N, C_cond); None
+    for an unconditioned model. One matmul for the whole network."""
+    if plan.film is None:
+        return None
+    w, b = plan.film
+    terms = torch.addmm(b[:, None], w, cond.detach().T)  # (sum 2 C_out, N)
+    return [part.chunk(2, 0) for part in terms.split(plan.film_rows)]
+
+
+def _apply_film(z: torch.Tensor, film) -> torch.Tensor:
+    # the module's ``h * (1 + gamma) + beta``, computed the same way (FiLM.forward)
+    gamma, beta = film
+    return torch.addcmul(z + beta, z, gamma)
+
+
+def step(model, x: torch.Tensor, state: TCNState, cond: torch.Tensor | None = None):
     """Consume a chunk and return its outputs and the (updated in place) state.
 
     Args:
         model: a :class:`~torchtcn.TCN`.
         x: (N, C_in, t) chunk (or (N, t, C_in) with ``layout="NLC"``), any ``t >= 1``.
         state: from ``model.init_state(N)``.
+        cond: (N, cond_channels), each stream's conditioning vector, for a model built with
+            ``cond_channels > 0`` (the same vector on every call of a stream, as in the full
+            forward pass); None otherwise.
 
     Returns:
         ``(y, state)``, ``y`` of shape (N, C_out, t) (or NLC). For a causal model ``y`` is the
@@ -463,15 +498,20 @@ def step(model, x: torch.Tensor, state: TCNState):
     if plan is None or not plan.is_current():
         plan = prepare(model)
     t = _check(plan, x, state)
+    films = None
+    if cond is not None or plan.cond_channels:
+        check_cond(cond, plan.cond_channels, state.batch_size, x, "the TCN")
+        films = _film_terms(plan, cond)
     if x.requires_grad:
         x = x.detach()  # streaming is inference only; the folded weights carry no graph
     if t == 1 and plan.fast is not None:
-        return _step_fast(plan, x, state), state
-    return _step_chunk(plan, x, state), state
+        return _step_fast(plan, x, state, films), state
+    return _step_chunk(plan, x, state, films=films), state
 
 
-def flush(model, state: TCNState):
-    """End every stream of ``state``: return the last ``stream_delay`` output frames.
+def flush(model, state: TCNState, cond: torch.Tensor | None = None):
+    """End every stream of ``state``: return the last ``stream_delay`` output frames
+    (``cond``: as given to :func:`step`; a non-causal conditioned model needs it here too).
 
     For a non-causal model the outputs of the last ``stream_delay`` input frames need future
     inputs that never come; the full forward pass pads them with zeros, and so does this
@@ -488,10 +528,12 @@ def flush(model, state: TCNState):
     if plan.layout == "NLC":
         shape = (n, plan.delay, plan.in_channels)
     zeros = torch.zeros(shape, dtype=plan.dtype, device=plan.device)
+    if cond is not None or plan.delay:
+        check_cond(cond, plan.cond_channels, n, zeros, "the TCN")
     if plan.delay == 0:  # causal: every output was already returned by step
         out = (n, plan.out_channels, 0) if plan.layout == "NCL" else (n, 0, plan.out_channels)
         return zeros.new_zeros(out), state
-    y = _step_chunk(plan, zeros, state, end=state.age.clone())
+    y = _step_chunk(plan, zeros, state, end=state.age.clone(), films=_film_terms(plan, cond))
     state.reset(torch.ones(n, dtype=torch.bool, device=state.buf.device))
     return y, state
 
@@ -512,11 +554,14 @@ def _ring_window(buf, line: _Line, s0: int, h: torch.Tensor) -> torch.Tensor:
     return win
 
 
-def _channel_ops(conv: _Conv, z: torch.Tensor) -> torch.Tensor:
-    """Layer norm and activation (or gate) of a conv output, channel dim -2."""
+def _channel_ops(conv: _Conv, z: torch.Tensor, film=None) -> torch.Tensor:
+    """Layer norm, FiLM and activation (or gate) of a conv output, channel dim -2; ``film``
+    is the unit's ``(gamma, beta)``, broadcastable to ``z``."""
     if conv.layer_norm is not None:
         w, b, eps, shape = conv.layer_norm
         z = F.layer_norm(z.transpose(-1, -2), shape, w, b, eps).transpose(-1, -2)
+    if film is not None:
+        z = _apply_film(z, film)
     if conv.gate == "glu":
         return F.glu(z, dim=-2)
     if conv.gate == "wavenet":
@@ -550,20 +595,23 @@ def _masks(plan: StreamPlan, state: TCNState, t: int, end):
     return out
 
 
-def _step_chunk(plan: StreamPlan, x: torch.Tensor, state: TCNState, end=None) -> torch.Tensor:
+def _step_chunk(
+    plan: StreamPlan, x: torch.Tensor, state: TCNState, end=None, films=None
+) -> torch.Tensor:
     h = x.permute(2, 1, 0) if plan.layout == "NCL" else x.permute(1, 2, 0)  # (t, C, N)
     t = h.shape[0]
     s0, buf = state.t, state.buf
     masks = _masks(plan, state, t, end) if plan.needs_mask else None
 
-    def conv_unit(conv: _Conv, inp):
+    def conv_unit(conv: _Conv, inp, j: int):
         if masks is not None and (conv.line.in_delay or end is not None):
             inp = inp * masks[conv.line.in_delay]
-        return _channel_ops(conv, _conv_chunk(conv, _ring_window(buf, conv.line, s0, inp)))
+        z = _conv_chunk(conv, _ring_window(buf, conv.line, s0, inp))
+        return _channel_ops(conv, z, None if films is None else films[j])
 
     skip_sum = None
-    for b in plan.blocks:
-        u = conv_unit(b.conv2, conv_unit(b.conv1, h))
+    for i, b in enumerate(plan.blocks):
+        u = conv_unit(b.conv2, conv_unit(b.conv1, h, 2 * i), 2 * i + 1)
         res = h if b.down is None else _pointwise(b.down, h)
         if b.res_delay is not None:
             res = _ring_window(buf, b.res_delay, s0, res)[:t]
@@ -606,8 +654,13 @@ def _scratch(plan: StreamPlan, state: TCNState) -> dict:
     return s
 
 
-def _finish_unit(conv: _Conv, z: torch.Tensor, out: torch.Tensor | None) -> torch.Tensor:
-    """Norm + activation of a (C_out, N) conv output, written into ``out`` when given."""
+def _finish_unit(conv: _Conv, z: torch.Tensor, out: torch.Tensor | None, film=None) -> torch.Tensor:
+    """Norm, FiLM and activation of a (C_out, N) conv output, written into ``out`` when given."""
+    if film is not None:
+        if conv.layer_norm is not None:  # FiLM goes between the layer norm and the activation
+            y = _channel_ops(conv, z, film)
+            return out.copy_(y) if out is not None else y
+        z = _apply_film(z, film)
     if conv.layer_norm is None and conv.gate is None:
         if conv.act is torch.relu:
             return torch.clamp_min(z, 0.0, out=out) if out is not None else z.relu_()
@@ -617,7 +670,10 @@ def _finish_unit(conv: _Conv, z: torch.Tensor, out: torch.Tensor | None) -> torc
     return out.copy_(y) if out is not None else y
 
 
-def _step_fast(plan: StreamPlan, x: torch.Tensor, state: TCNState) -> torch.Tensor:
+_NO_FILMS = (None, None)
+
+
+def _step_fast(plan: StreamPlan, x: torch.Tensor, state: TCNState, films=None) -> torch.Tensor:
     f = plan.fast
     s = _scratch(plan, state)
     buf, pos = state.buf, state.t
@@ -639,8 +695,9 @@ def _step_fast(plan: StreamPlan, x: torch.Tensor, state: TCNState) -> torch.Tens
     skip_sum = None
     for i, b in enumerate(blocks):
         j = 2 * i
-        u = _finish_unit(b.conv1, torch.addmm(bias[j], w_full[j], block[j]), cur_in[j + 1])
-        u = _finish_unit(b.conv2, torch.addmm(bias[j + 1], w_full[j + 1], block[j + 1]), None)
+        f1, f2 = _NO_FILMS if films is None else films[j : j + 2]
+        u = _finish_unit(b.conv1, torch.addmm(bias[j], w_full[j], block[j]), cur_in[j + 1], f1)
+        u = _finish_unit(b.conv2, torch.addmm(bias[j + 1], w_full[j + 1], block[j + 1]), None, f2)
         if b.down is not None:
             u = torch.addmm(u, b.down[0], h).add_(b.down[1][:, None])
         else:

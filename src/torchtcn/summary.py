@@ -54,6 +54,7 @@ def _tcn_lines(model) -> list[str]:
         f"norm={cfg.norm}"
         + (f", gate={cfg.gate}" if cfg.gate else "")
         + (", skip connections" if cfg.skip_connections else "")
+        + (f", conditioned (FiLM, cond_channels={cfg.cond_channels})" if cfg.cond_channels else "")
     )
     lines = [head, *_table(["block", "channels", "dilation", "RF", "residual", "params"], rows)]
     if model.skips is not None:

@@ -32,6 +32,36 @@ def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> 
         raise ValueError(f"{what} must have at least one time step, got shape {tuple(x.shape)}")
 
 
+def check_cond(cond, cond_channels: int, batch: int, like: torch.Tensor, what: str) -> None:
+    """Check the global conditioning input of a model built with ``cond_channels``: ``None``
+    when that is 0, else a (batch, cond_channels) tensor of ``like``'s dtype and device.
+
+    Raises:
+        TypeError: not a tensor, or of another dtype.
+        ValueError: missing, unexpected, of the wrong shape or on another device.
+    """
+    if not cond_channels:
+        if cond is not None:
+            raise ValueError(
+                f"{what} was built without conditioning (cond_channels=0) but cond was given; "
+                "build it with cond_channels=C to condition on a (N, C) vector")
+        return
+    if cond is None:
+        raise ValueError(
+            f"{what} is conditioned (cond_channels={cond_channels}): pass cond of shape "
+            f"(N, {cond_channels}), one vector per sequence")
+    if not isinstance(cond, torch.Tensor):
+        raise TypeError(f"cond must be a torch.Tensor, got {type(cond).__name__}")
+    if cond.shape != (batch, cond_channels):
+        raise ValueError(
+            f"cond must have shape (N, cond_channels) = ({batch}, {cond_channels}), "
+            f"got {tuple(cond.shape)}")
+    if cond.dtype != like.dtype:
+        raise TypeError(f"cond dtype must be {like.dtype} (the input's), got {cond.dtype}")
+    if cond.device != like.device:
+        raise ValueError(f"cond must be on {like.device} (the input's), got {cond.device}")
+
+
 def checked_lengths(lengths, batch: int, steps: int) -> torch.Tensor:
     """``lengths`` of a right-padded batch as a LongTensor, checked: shape (batch,), each in
     1..steps. A list of ints is accepted.

@@ -33,6 +33,9 @@ from ..registry import available_models, create_model, get_model_class
 from ..train import TrainConfig
 
 #: Keys of a language model's wrapper that can be overridden besides the body's config.
+# Model arguments a task's data fixes: the input width, and (as no task has a vector per
+# sequence to condition on) cond_channels.
+_DATA_FIXED_KEYS = ("in_channels", "cond_channels")
 LM_KEYS = {"emsize": int, "tie_weights": bool, "embed_dropout": float}
 LM_HELP = {"emsize": "embedding width (the body's input channels)",
            "tie_weights": "decoder shares the embedding's weights",
@@ -220,8 +223,8 @@ class Task:
         """Settable model keys and their types for body ``model``."""
         cls = get_model_class(model)
         hints = typing.get_type_hints(cls.config_class)
-        keys = {f.name: hints[f.name] for f in dataclasses.fields(cls.config_class) if f.name != "in_channels"}
-        return keys
+        fields = dataclasses.fields(cls.config_class)
+        return {f.name: hints[f.name] for f in fields if f.name not in _DATA_FIXED_KEYS}
 
     def model_help(self, model: str) -> dict[str, str]:
         """One line of help per settable model key (from the config's field metadata).
