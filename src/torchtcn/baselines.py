@@ -79,6 +79,11 @@ class RecurrentConfig:
     num_layers: int = field(default=1, metadata={"help": "stacked recurrent layers"})
     dropout: float = field(default=0.0, metadata={"help": "dropout between layers, [0, 1)"})
     layout: str = field(default="NCL", metadata={"help": "NCL (N, C, T) or NLC (N, T, C)"})
+    forget_bias: float = field(
+        default=0.0,
+        metadata={"help": "LSTM only: added to the forget gates' initial bias (1.0 is Keras' "
+                          "unit_forget_bias; 0.0 is torch's init)"},
+    )
 
     def __post_init__(self):
         for name in ("in_channels", "hidden_size", "num_layers"):
@@ -93,10 +98,15 @@ class RecurrentConfig:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.layout not in ("NCL", "NLC"):
             raise ValueError(f"layout must be one of ['NCL', 'NLC'], got {self.layout!r}")
+        if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)):
+            raise TypeError(f"forget_bias must be a float, got {self.forget_bias!r}")
 
 
 class RecurrentBaseline(ConfiguredModel, nn.Module):
     """A stacked recurrent network: (N, C_in, T) -> (N, hidden_size, T).
+
+    Weights start at torch's init; an LSTM's ``forget_bias`` is added to its forget gates'
+    bias, so that at first it keeps its memory (Gers et al. 2000; Jozefowicz et al. 2015).
 
     Example:
         >>> model = LSTM(in_channels=1, hidden_size=130)
@@ -116,12 +126,23 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
         num_layers: int = 1,
         dropout: float = 0.0,
         layout: str = "NCL",
+        forget_bias: float = 0.0,
     ):
         super().__init__()
-        self._config = RecurrentConfig(in_channels, hidden_size, num_layers, dropout, layout)
+        self._config = RecurrentConfig(
+            in_channels, hidden_size, num_layers, dropout, layout, forget_bias
+        )
+        if forget_bias and self.cell != "lstm":
+            raise ValueError(
+                f"forget_bias applies to an LSTM's forget gates; a {self.cell.upper()} has "
+                f"none, got forget_bias={forget_bias}")
         self.rnn = CELLS[self.cell](
             in_channels, hidden_size, num_layers, batch_first=True, dropout=dropout
         )
+        if forget_bias:
+            with torch.no_grad():  # gates are ordered (input, forget, cell, output)
+                for k in range(num_layers):
+                    getattr(self.rnn, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size] += forget_bias
 
     @property
     def out_channels(self) -> int:

@@ -1,0 +1,41 @@
+"""Recurrent baselines' own options (the shared contract is in test_registry_models.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import torchtcn
+
+
+def test_forget_bias_shifts_only_the_lstm_forget_gates():
+    torch.manual_seed(0)
+    plain = torchtcn.LSTM(3, hidden_size=5, num_layers=2)
+    torch.manual_seed(0)
+    biased = torchtcn.LSTM(3, hidden_size=5, num_layers=2, forget_bias=1.0)
+    for k in range(2):
+        shift = getattr(biased.rnn, f"bias_ih_l{k}") - getattr(plain.rnn, f"bias_ih_l{k}")
+        expected = torch.zeros(20)
+        expected[5:10] = 1.0  # gates (input, forget, cell, output), 5 units each
+        torch.testing.assert_close(shift, expected, rtol=0, atol=1e-6)
+        assert torch.equal(getattr(biased.rnn, f"bias_hh_l{k}"), getattr(plain.rnn, f"bias_hh_l{k}"))
+    assert biased.config.forget_bias == 1.0
+
+
+def test_forget_bias_survives_save_and_load(tmp_path):
+    model = torchtcn.LSTM(2, hidden_size=4, forget_bias=1.0)
+    torchtcn.save(model, tmp_path / "m.safetensors")
+    loaded = torchtcn.load(tmp_path / "m.safetensors")
+    assert loaded.config.forget_bias == 1.0
+    assert torch.equal(loaded.rnn.bias_ih_l0, model.rnn.bias_ih_l0)  # not shifted twice
+
+
+@pytest.mark.parametrize("cls", [torchtcn.GRU, torchtcn.RNN])
+def test_forget_bias_needs_an_lstm(cls):
+    with pytest.raises(ValueError, match="forget_bias applies to an LSTM"):
+        cls(2, hidden_size=4, forget_bias=1.0)
+
+
+def test_forget_bias_type_is_checked():
+    with pytest.raises(TypeError, match="forget_bias must be a float"):
+        torchtcn.LSTM(2, forget_bias="1")
