@@ -46,3 +46,63 @@ def test_planner_other_base_and_errors():
         rf.blocks_for_history(0, 3)
     with pytest.raises(TypeError, match="kernel_size"):
         rf.blocks_for_history(10, 2.5)
+
+
+# -- blind spots -------------------------------------------------------------------------------
+def test_blind_spots_of_a_dilation_that_outgrows_the_blocks_below():
+    # kernel 2, two convs per block: block 1 sees lags {0, 1, 2}, block 2 adds {0, 4, 8}
+    assert rf.blind_spots(2, [1, 4]) == [3, 7]
+    ahead = rf.lookahead(2, [1, 4], causal=False)  # 4: the same holes, seen from later
+    assert ahead == 4 and rf.blind_spots(2, [1, 4], causal=False) == [3 - ahead, 7 - ahead]
+    assert rf.describe_lags([3, 4, 5, 9, -2]) == "3..5, 9, -2"
+
+
+@pytest.mark.parametrize("k", [1, 2, 3, 7])
+@pytest.mark.parametrize("blocks", [1, 4, 9])
+@pytest.mark.parametrize("base", [2, 3])
+def test_power_dilations_within_reach_have_no_blind_spots(k, blocks, base):
+    # a block spans 2 (k - 1) d, so base**i leaves no hole while base <= 2 (k - 1) + 1
+    if k > 1 and base > 2 * (k - 1) + 1:
+        assert rf.blind_spots(k, rf.default_dilations(blocks, base))
+    else:
+        assert rf.blind_spots(k, rf.default_dilations(blocks, base)) == []
+
+
+@pytest.mark.parametrize(
+    "k, dilations, causal",
+    [(2, [1, 4], True), (2, [1, 4, 16], False), (3, [1, 7, 2], True), (2, [3, 1], True),
+     (4, [1, 2, 4], True), (2, [2, 2], False)],
+)
+def test_blind_spots_are_the_holes_a_gradient_probe_finds(k, dilations, causal):
+    import warnings
+
+    import torch
+
+    from torchtcn import TCN
+    from torchtcn.diagnostics import dependence
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rf.ReceptiveFieldWarning)
+        model = TCN(1, [3] * len(dilations), kernel_size=k, dilations=dilations, causal=causal,
+                    activation="tanh", init_std=None)
+    length = 3 * model.receptive_field
+    t = length // 2
+    seen = dependence(model, length, t)
+    lags = t - torch.arange(length)
+    window = (lags <= model.receptive_field - 1 - model.lookahead) & (lags >= -model.lookahead)
+    assert sorted((lags[window & ~seen]).tolist()) == model.blind_spots
+    assert not (seen & ~window).any()
+
+
+def test_a_model_with_blind_spots_warns_once_built_and_can_be_silenced():
+    import warnings
+
+    import torchtcn
+
+    with pytest.warns(torchtcn.ReceptiveFieldWarning, match=r"leaves 2 of the 11 .*lags 3, 7"):
+        torchtcn.TCN(1, [4, 4], kernel_size=2, dilations=[1, 4])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        torchtcn.TCN(1, [4] * 6, kernel_size=2)  # 2**i: no holes, no warning
+        warnings.simplefilter("ignore", torchtcn.ReceptiveFieldWarning)
+        torchtcn.TCN(1, [4, 4], kernel_size=2, dilations=[1, 4])

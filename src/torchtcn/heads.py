@@ -18,14 +18,9 @@ import torch
 from torch import nn
 
 from .baselines import _stream_index
+from .receptive_field import ReceptiveFieldWarning
 from .registry import model_from_spec, model_spec, register_model
 from .validation import checked_lengths
-
-
-class ReceptiveFieldWarning(UserWarning):
-    """A last-step head read sequences longer than the body's receptive field, so the first
-    inputs cannot influence the prediction. Silence with
-    ``warnings.filterwarnings("ignore", category=torchtcn.ReceptiveFieldWarning)``."""
 
 
 class _LinearHead(nn.Module):

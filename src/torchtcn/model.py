@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -133,6 +134,10 @@ class TCNConfig:
     def lookahead(self) -> int:
         return rf.lookahead(self.kernel_size, self.resolved_dilations, self.causal)
 
+    @property
+    def blind_spots(self) -> list[int]:
+        return rf.blind_spots(self.kernel_size, self.resolved_dilations, self.causal)
+
 
 @register_model("tcn")
 class TCN(ConfiguredModel, nn.Module):
@@ -205,6 +210,7 @@ class TCN(ConfiguredModel, nn.Module):
             cond_channels=cond_channels,
         )
         self._config = cfg
+        self._warn_blind_spots()
         widths = (cfg.in_channels,) + cfg.channels
         self.blocks = nn.ModuleList(
             ResidualBlock(
@@ -252,6 +258,26 @@ class TCN(ConfiguredModel, nn.Module):
     def lookahead(self) -> int:
         """Future input steps one output step sees (0 when causal)."""
         return self._config.lookahead
+
+    @property
+    def blind_spots(self) -> list[int]:
+        """Lags inside the receptive field that no output sees (holes left by dilations that
+        outgrow the blocks below them); empty for the default ``2**i`` dilations. See
+        :func:`torchtcn.receptive_field.blind_spots`."""
+        return self._config.blind_spots
+
+    def _warn_blind_spots(self) -> None:
+        holes = self.blind_spots
+        if holes:
+            c = self._config
+            warnings.warn(
+                f"kernel_size={c.kernel_size} with dilations {list(self.dilations)} leaves "
+                f"{len(holes)} of the {self.receptive_field} steps of the receptive field unseen "
+                f"(lags {rf.describe_lags(holes)}): the dilations step over them; start at 1 "
+                "and grow by at most the span covered so far (the default 2**i leaves none)",
+                rf.ReceptiveFieldWarning,
+                stacklevel=3,
+            )
 
     @property
     def stream_delay(self) -> int:

@@ -17,6 +17,9 @@ Example:
     3061
     >>> blocks_for_history(3000, kernel_size=7)
     8
+
+Not every step inside that span need be seen: a dilation that outgrows the span of the blocks
+below it leaves holes ("blind spots", :func:`blind_spots`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 CONVS_PER_BLOCK = 2
+
+
+class ReceptiveFieldWarning(UserWarning):
+    """The receptive field does not cover what the model is asked to see: a last-step head
+    read sequences longer than it, or the dilations leave blind spots inside it. Silence with
+    ``warnings.filterwarnings("ignore", category=torchtcn.ReceptiveFieldWarning)``."""
 
 
 def _check_positive_int(name: str, value: object) -> int:
@@ -136,3 +145,53 @@ def plan_dilations(
 ) -> list[int]:
     """Dilations of the shortest ``base**i`` stack that covers ``target`` steps."""
     return default_dilations(blocks_for_history(target, kernel_size, base, convs_per_block), base)
+
+
+def blind_spots(
+    kernel_size: int,
+    dilations: Sequence[int],
+    causal: bool = True,
+    convs_per_block: int = CONVS_PER_BLOCK,
+) -> list[int]:
+    """Lags inside the receptive field that no output step depends on.
+
+    A lag counts back from the output step: output t never sees input ``t - lag`` (negative
+    lags are future steps of a non-causal model). Holes appear when a dilation outgrows the
+    span the blocks below it cover, e.g. kernel 2 with dilations [1, 4]; the default ``2**i``
+    dilations never leave any.
+
+    Example:
+        >>> blind_spots(2, [1, 4])
+        [3, 7]
+        >>> blind_spots(3, default_dilations(6))
+        []
+    """
+    _check_positive_int("kernel_size", kernel_size)
+    for i, d in enumerate(dilations):
+        _check_positive_int(f"dilations[{i}]", d)
+    # Bit l of ``seen`` is set when some path reaches causal lag l: each convolution adds one
+    # of its taps' lags (a Minkowski sum, done as shifts of a Python int used as a bitset).
+    seen = 1
+    for d in dilations:
+        for _ in range(convs_per_block):
+            reached = 0
+            for m in range(kernel_size):
+                reached |= seen << (m * d)
+            seen = reached
+    rf = receptive_field(kernel_size, dilations, convs_per_block)
+    if seen == (1 << rf) - 1:
+        return []
+    shift = lookahead(kernel_size, dilations, causal, convs_per_block)
+    return [lag - shift for lag in range(rf) if not (seen >> lag) & 1]
+
+
+def describe_lags(lags: Sequence[int], limit: int = 6) -> str:
+    """``[3, 4, 5, 9]`` -> ``"3..5, 9"`` (at most ``limit`` runs, then ``...``)."""
+    runs: list[list[int]] = []
+    for lag in lags:
+        if runs and lag == runs[-1][1] + 1:
+            runs[-1][1] = lag
+        else:
+            runs.append([lag, lag])
+    text = [f"{a}" if a == b else f"{a}..{b}" for a, b in runs[:limit]]
+    return ", ".join(text) + (", ..." if len(runs) > limit else "")

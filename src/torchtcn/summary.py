@@ -59,6 +59,9 @@ def _tcn_lines(model) -> list[str]:
     lines = [head, *_table(["block", "channels", "dilation", "RF", "residual", "params"], rows)]
     if model.skips is not None:
         lines.append(f"skip projections: {count_parameters(model.skips):,} params")
+    holes = model.blind_spots
+    if holes:
+        lines.append(f"blind spots: {len(holes)} lags never seen ({rf.describe_lags(holes)})")
     return lines
 
 
