@@ -1,0 +1,23 @@
+"""The README's first example runs as written, and the figures in its comments are true."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import torchtcn
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def test_readme_quickstart_runs_and_its_comments_hold(tmp_path, monkeypatch, capsys):
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    assert blocks, "README has no python example"
+    monkeypatch.chdir(tmp_path)  # it writes clf.safetensors
+    namespace: dict = {}
+    exec(compile(blocks[0], "README.md", "exec"), namespace)
+    assert tuple(namespace["y"].shape) == (16, 25, 784)
+    assert namespace["model"].receptive_field == 3061
+    assert torchtcn.count_parameters(namespace["clf"]) == 66_910
+    out = capsys.readouterr().out
+    assert out.startswith("3061\n") and "total parameters: 66,910" in out
