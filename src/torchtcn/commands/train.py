@@ -68,7 +68,7 @@ def add_parser(sub) -> None:
     p.add_argument("--epochs", type=int, default=None, help="override the preset's epochs")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 1111)")
     p.add_argument("--data", default=None, help="data file/folder for music, char_lm, word_lm, "
-                   "text8, wikitext103, lambada")
+                   "text8, wikitext103, lambada, series (a CSV file)")
     p.add_argument("--out", default=None, help="run folder (default runs/<task>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
     p.add_argument("--overwrite", action="store_true",

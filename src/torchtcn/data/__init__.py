@@ -34,6 +34,7 @@ from .lambada import LambadaData, LambadaPassage, collate_passages, load_lambada
 from .mnist import MNIST_MEAN, MNIST_STD, load_mnist, permutation, read_idx, sequential_mnist
 from .music import load_piano_rolls
 from .paths import ENV_VAR, find_file, resolve_data_dir
+from .series import SeriesData, load_series_csv
 from .synthetic import adding_problem, copy_memory
 from .text import (
     EOS,
@@ -61,6 +62,7 @@ __all__ = [
     "Dictionary",
     "LambadaData",
     "LambadaPassage",
+    "SeriesData",
     "Window",
     "adding_problem",
     "batchify",
@@ -74,6 +76,7 @@ __all__ = [
     "load_lambada",
     "load_mnist",
     "load_piano_rolls",
+    "load_series_csv",
     "load_ptb",
     "load_text8",
     "load_text_corpus",

@@ -3,7 +3,8 @@
 Each family lives in its own module and registers its tasks with the paper's settings as
 the preset: ``synthetic`` (adding problem, copy memory), ``mnist`` (sequential and permuted
 MNIST), ``music`` (JSB Chorales, Nottingham, any piano-roll ``.mat``), ``language`` (char and
-word PTB, user text files, text8, Wikitext-103, LAMBADA).
+word PTB, user text files, text8, Wikitext-103, LAMBADA), and ``series`` (forecasting any
+CSV time series).
 
 Example:
     >>> from torchtcn.tasks import available_tasks, get_task
@@ -84,7 +85,7 @@ def build_run(task: str, model: str, overrides: dict[str, str] | None = None, *,
 
 
 # Importing the families registers their tasks.
-from . import language, mnist, music, synthetic  # noqa: E402,F401
+from . import language, mnist, music, series, synthetic  # noqa: E402,F401
 
 __all__ = ["Task", "Paper", "RunSpec", "Run", "ArrayDataset", "register_task", "available_tasks",
            "get_task", "build_run", "parse_value"]

@@ -1,0 +1,166 @@
+"""Forecasting a user's time series: ``torchtcn train series --data FILE.csv``.
+
+Every numeric column of the CSV is an input channel; the ``target`` columns (default: all)
+are forecast ``horizon`` steps ahead, at every step, by a per-step head. The series is split
+in time (train, then valid, then test: ``valid_fraction``, ``test_fraction``) and every
+column is normalised with the training part's mean and standard deviation, so the metric is
+the MSE in those units (the convention of the forecasting literature).
+
+Windows work as in the language models ("effective history"): each holds ``seq_len`` steps,
+scores only its last ``valid_len`` forecasts, and the earlier steps are context, taken from
+before the split where there is any (past inputs are known at forecast time; targets never
+cross a split). In validation and test every target is scored exactly once, so their numbers
+are those of the whole split whatever the batching; training windows end every ``stride``
+steps, so they overlap and a short series still gives many of them.
+
+Example:
+    >>> import tempfile, os, math
+    >>> path = os.path.join(tempfile.mkdtemp(), "s.csv")
+    >>> _ = open(path, "w").write("a,b\\n" + "".join(
+    ...     f"{math.sin(i / 5):.4f},{math.cos(i / 7):.4f}\\n" for i in range(300)))
+    >>> from torchtcn.tasks import build_run
+    >>> run = build_run("series", "tcn", {"data": path, "target": "a", "seq_len": "40",
+    ...                                   "valid_len": "20"})
+    >>> batch = run.datasets["valid"].batch(torch.arange(2))
+    >>> tuple(batch.x.shape), tuple(batch.y.shape), int(batch.mask.sum())
+    ((2, 2, 40), (2, 1, 40), 30)
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+from ..data.series import SeriesData, chronological_split, load_series_csv
+from . import register_task
+from .base import Paper, Task, sequence_model
+
+
+class SeriesBatch(NamedTuple):
+    x: torch.Tensor  # (N, C, seq_len) normalised inputs
+    y: torch.Tensor  # (N, D, seq_len) normalised targets, ``horizon`` steps after x
+    mask: torch.Tensor  # (N, seq_len) 1 where a forecast is scored
+
+
+class SeriesWindows:
+    """Effective-history windows over one split of a normalised series.
+
+    Args:
+        x: (C, T') inputs, y: (D, T') the targets of each input step (``horizon`` later).
+        first, end: the input steps whose forecasts this split scores, ``[first, end)``.
+        seq_len, valid_len: steps per window, and scored steps per window.
+        stride: None for consecutive windows scoring every target once (evaluation);
+            else a window ends every ``stride`` steps (training; they overlap when
+            ``stride < valid_len``).
+    """
+
+    def __init__(self, x, y, first: int, end: int, seq_len: int, valid_len: int,
+                 stride: int | None = None):
+        if not 0 < valid_len <= seq_len:
+            raise ValueError(f"need 0 < valid_len <= seq_len, got valid_len={valid_len}, "
+                             f"seq_len={seq_len}")
+        if stride is not None and (isinstance(stride, bool) or not isinstance(stride, int)
+                                   or stride < 1):
+            raise ValueError(f"stride must be an int >= 1, got {stride!r}")
+        if end <= first:
+            raise ValueError(f"this split scores no forecast (steps {first}..{end}): the series "
+                             "is too short for its split fractions and horizon")
+        self.x, self.y, self.seq_len = x, y, seq_len
+        if stride is None:
+            self.groups = [(g, min(g + valid_len, end)) for g in range(first, end, valid_len)]
+        else:
+            ends = [*range(min(first + valid_len, end), end, stride), end]
+            self.groups = [(max(first, g1 - valid_len), g1) for g1 in ends]
+
+    @property
+    def in_channels(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def out_features(self) -> int:
+        return self.y.shape[0]
+
+    def __len__(self) -> int:
+        return len(self.groups)
+
+    def batch(self, idx: torch.Tensor) -> SeriesBatch:
+        n, length = len(idx), self.seq_len
+        x = self.x.new_zeros(n, self.in_channels, length)
+        y = self.y.new_zeros(n, self.out_features, length)
+        mask = self.x.new_zeros(n, length)
+        for row, i in enumerate(idx.tolist()):
+            g0, g1 = self.groups[i]
+            start = max(0, g1 - length)
+            pad = length - (g1 - start)  # only the series' first window: left zero padding
+            x[row, :, pad:] = self.x[:, start:g1]
+            y[row, :, pad:] = self.y[:, start:g1]
+            mask[row, length - (g1 - g0):] = 1.0
+        return SeriesBatch(x, y, mask)
+
+
+def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
+    """Normalise ``series`` with its training part's statistics and cut the three splits."""
+    values, horizon = series.values, data["horizon"]
+    if isinstance(horizon, bool) or not isinstance(horizon, int) or horizon < 1:
+        raise ValueError(f"horizon must be an int >= 1, got {horizon!r}")
+    total = values.shape[0]
+    valid_start, test_start = chronological_split(total, data["valid_fraction"],
+                                                  data["test_fraction"])
+    if horizon >= valid_start:
+        raise ValueError(f"horizon={horizon} leaves no forecast to train on: the training part "
+                         f"has {valid_start} steps")
+    train = values[:valid_start]
+    mean, std = train.mean(0), train.std(0, unbiased=False)
+    std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays 0
+    norm = (values - mean) / std
+    x = norm[: total - horizon].T.contiguous()  # input step t ...
+    y = norm[horizon:, series.target_index].T.contiguous()  # ... forecasts step t + horizon
+    # a split owns the targets of its steps [a, b): inputs [a - horizon, b - horizon)
+    bounds = {"train": (0, valid_start), "valid": (valid_start, test_start),
+              "test": (test_start, total)}
+    return {
+        name: SeriesWindows(x, y, max(0, a - horizon), b - horizon, data["seq_len"],
+                            data["valid_len"], data["stride"] if name == "train" else None)
+        for name, (a, b) in bounds.items()
+    }
+
+
+class SeriesTask(Task):
+    """Forecast the target columns ``horizon`` steps ahead at every step; normalised MSE."""
+
+    def load(self, spec, data_dir=None):
+        d = spec.data
+        if d["data"] is None:
+            raise ValueError(f"task {self.name!r} needs a CSV file: pass --data PATH (a header "
+                             "row, then one row per time step, oldest first)")
+        target = None if d["target"] is None else [t.strip() for t in str(d["target"]).split(",")]
+        return series_splits(load_series_csv(d["data"], target), d)
+
+    def build_model(self, spec, datasets):
+        train = datasets["train"]
+        return sequence_model(spec, in_channels=train.in_channels, head="per_step",
+                              out_features=train.out_features)
+
+    def step(self, model, batch: SeriesBatch):
+        err = (model(batch.x) - batch.y).square().sum(1)  # (N, L): summed over targets
+        total = (err * batch.mask).sum()
+        count = batch.mask.sum() * batch.y.shape[1]
+        return total / count, {"loss": total.item(), "count": count.item()}
+
+
+register_task(SeriesTask(
+    name="series",
+    description="any CSV time series (--data PATH): forecast target columns (normalised MSE)",
+    metric="mse",
+    paper=Paper(note="user data: no paper number"),
+    train_preset={"epochs": 30, "batch_size": 32, "eval_batch_size": 64, "optimizer": "adam",
+                  "lr": 2e-3, "clip": 1.0, "schedule": "cosine"},
+    data_preset={"data": None, "target": None, "horizon": 1, "seq_len": 256, "valid_len": 128,
+                 "stride": 8, "valid_fraction": 0.1, "test_fraction": 0.2},
+    # k=3, six blocks of 32: receptive field 253 steps, about the window; the recurrent
+    # models are sized to a similar parameter count for a few input columns.
+    model_presets={"tcn": {"channels": (32,) * 6, "kernel_size": 3, "dropout": 0.1},
+                   "lstm": {"hidden_size": 96}, "gru": {"hidden_size": 110},
+                   "rnn": {"hidden_size": 190}},
+))
