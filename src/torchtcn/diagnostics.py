@@ -29,9 +29,12 @@ def _prepare(model: nn.Module, train: bool):
     channels = getattr(getattr(model, "config", None), "cond_channels", 0)
     if not channels:
         return probe
-    cond = torch.randn(64, channels, dtype=torch.float64,
-                       generator=torch.Generator().manual_seed(1))
-    return lambda x: probe(x, cond=cond[: x.shape[0]])
+
+    def conditioned(x: torch.Tensor) -> torch.Tensor:
+        gen = torch.Generator().manual_seed(1)  # the same vectors in every call
+        return probe(x, cond=torch.randn(x.shape[0], channels, dtype=x.dtype, generator=gen))
+
+    return conditioned
 
 
 def _to_model_layout(x: torch.Tensor, model: nn.Module) -> torch.Tensor:
