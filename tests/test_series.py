@@ -109,3 +109,45 @@ def test_series_needs_a_csv_and_sane_settings(tmp_path):
         build_run("series", "tcn", {"data": str(path), "horizon": "0"})
     with pytest.raises(ValueError, match="no forecast"):
         build_run("series", "tcn", {"data": str(path), "horizon": "150"})
+
+
+# -- torchtcn forecast -------------------------------------------------------------------------
+def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys):
+    import csv
+    import json
+
+    import torchtcn
+    from torchtcn.cli import main
+
+    path = write_csv(tmp_path / "s.csv")
+    run_dir, results = tmp_path / "run", tmp_path / "results"
+    settings = [f"{k}={v}" for k, v in TINY.items()]  # receptive field 7 < 14 steps of context
+    assert main(["train", "series", "--data", str(path), "target=wave", "horizon=2", *settings,
+                 "--epochs", "2", "--out", str(run_dir), "--results-dir", str(results),
+                 "--quiet"]) == 0
+    test_mse = json.loads((results / "series-tcn.json").read_text())["value"]
+
+    # the same columns in another order, plus one the model never saw
+    rows = list(csv.reader(path.open()))
+    reordered = tmp_path / "reordered.csv"
+    reordered.write_text("\n".join(f"{r[2]},{r[1]},{i}" for i, r in enumerate(rows)) + "\n")
+    reordered.write_text(reordered.read_text().replace("wave,step,0", "wave,step,extra", 1))
+    out = tmp_path / "f.csv"
+    assert main(["forecast", str(run_dir), "--data", str(reordered), "--out", str(out)]) == 0
+    table = list(csv.DictReader(out.open()))
+    assert len(table) == 200 and table[-1]["forecast_row"] == "201"  # the last two: the future
+    wave = torch.tensor([float(r[2]) for r in rows[1:]])
+    train_std = wave[:140].std(unbiased=False)
+    err = [(float(r["wave"]) - wave[int(r["forecast_row"])]) / train_std
+           for r in table if 160 <= int(r["forecast_row"]) < 200]
+    assert len(err) == 40
+    assert torch.stack(err).square().mean().item() == pytest.approx(test_mse, rel=1e-4)
+
+    plain = tmp_path / "plain.safetensors"
+    torchtcn.save(torchtcn.TCN(2, [4]), plain)
+    assert main(["forecast", str(plain), "--data", str(path)]) == 2
+    assert "was not trained on the series task" in capsys.readouterr().err
+    short = tmp_path / "short.csv"
+    short.write_text("step,other\n1,2\n3,4\n5,6\n")
+    assert main(["forecast", str(run_dir), "--data", str(short)]) == 2
+    assert "lacks the columns ['wave']" in capsys.readouterr().err

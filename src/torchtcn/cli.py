@@ -13,7 +13,7 @@ import logging
 import sys
 
 # Sub-command modules, in the order ``torchtcn --help`` lists them.
-COMMAND_MODULES = ["summary", "bench", "export", "train", "eval", "report", "demo"]
+COMMAND_MODULES = ["summary", "bench", "export", "train", "eval", "forecast", "report", "demo"]
 
 
 def build_parser() -> argparse.ArgumentParser:

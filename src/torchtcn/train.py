@@ -608,7 +608,8 @@ class Trainer:
             logger.warning("no epoch finished: model.safetensors holds the unvalidated weights at "
                            "step %d (--resume continues the run)", self.state["step"])
         try:
-            save(self.best_model(), self.out_dir / "model.safetensors")
+            save(self.best_model(), self.out_dir / "model.safetensors",
+                 metadata=self.task.model_metadata(self.datasets))
         except TypeError:  # not a registered torchtcn model: nothing portable to save
             logger.debug("model is not a registered torchtcn model; model.safetensors not written")
         if self.state["history"]:

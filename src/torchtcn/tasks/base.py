@@ -302,6 +302,11 @@ class Task:
     def is_language_model(self) -> bool:
         return False
 
+    def model_metadata(self, datasets: dict[str, Any]) -> dict[str, str]:
+        """Strings stored with the trained model (``model.safetensors``' metadata) that using
+        it outside the trainer needs, e.g. a forecast's normalisation. None by default."""
+        return {}
+
     # -- to implement ---------------------------------------------------------------------
     def load(self, spec: RunSpec, data_dir=None) -> dict[str, Any]:
         """``{"train": ds, "valid": ds, "test": ds}``; each ``ds`` has ``len`` and ``batch(idx)``."""

@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from typing import NamedTuple
 
 import torch
@@ -35,6 +36,10 @@ import torch
 from ..data.series import SeriesData, chronological_split, load_series_csv
 from . import register_task
 from .base import Paper, Task, sequence_model
+
+#: ``model.safetensors`` metadata key of a series model's columns, target, horizon and
+#: normalisation (JSON), read by ``torchtcn forecast``.
+SERIES_METADATA_KEY = "torchtcn.series"
 
 
 class SeriesBatch(NamedTuple):
@@ -56,7 +61,7 @@ class SeriesWindows:
     """
 
     def __init__(self, x, y, first: int, end: int, seq_len: int, valid_len: int,
-                 stride: int | None = None):
+                 stride: int | None = None, normalisation: dict | None = None):
         if not 0 < valid_len <= seq_len:
             raise ValueError(f"need 0 < valid_len <= seq_len, got valid_len={valid_len}, "
                              f"seq_len={seq_len}")
@@ -67,6 +72,7 @@ class SeriesWindows:
             raise ValueError(f"this split scores no forecast (steps {first}..{end}): the series "
                              "is too short for its split fractions and horizon")
         self.x, self.y, self.seq_len = x, y, seq_len
+        self.normalisation = normalisation  # columns, target, horizon, mean, std (JSON-able)
         if stride is None:
             self.groups = [(g, min(g + valid_len, end)) for g in range(first, end, valid_len)]
         else:
@@ -119,9 +125,12 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
     # a split owns the targets of its steps [a, b): inputs [a - horizon, b - horizon)
     bounds = {"train": (0, valid_start), "valid": (valid_start, test_start),
               "test": (test_start, total)}
+    stats = {"columns": series.columns, "target": series.target, "horizon": horizon,
+             "mean": mean.tolist(), "std": std.tolist()}
     return {
         name: SeriesWindows(x, y, max(0, a - horizon), b - horizon, data["seq_len"],
-                            data["valid_len"], data["stride"] if name == "train" else None)
+                            data["valid_len"], data["stride"] if name == "train" else None,
+                            stats)
         for name, (a, b) in bounds.items()
     }
 
@@ -141,6 +150,9 @@ class SeriesTask(Task):
         train = datasets["train"]
         return sequence_model(spec, in_channels=train.in_channels, head="per_step",
                               out_features=train.out_features)
+
+    def model_metadata(self, datasets):
+        return {SERIES_METADATA_KEY: json.dumps(datasets["train"].normalisation)}
 
     def step(self, model, batch: SeriesBatch):
         err = (model(batch.x) - batch.y).square().sum(1)  # (N, L): summed over targets
