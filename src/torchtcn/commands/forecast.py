@@ -26,7 +26,9 @@ import torch
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "forecast", help="forecast a CSV time series with a model trained on the series task",
-        description=__doc__.split("\n\n")[0])
+        description="Write, for every row of a CSV with the columns MODEL was trained on "
+                    "(torchtcn train series), the forecast made there for `horizon` rows later, "
+                    "in the data's units.")
     p.add_argument("model", help="model.safetensors written by torchtcn train series, or its "
                                  "run folder")
     p.add_argument("--data", required=True, help="CSV with the columns the model was trained on")
