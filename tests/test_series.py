@@ -112,7 +112,8 @@ def test_series_needs_a_csv_and_sane_settings(tmp_path):
 
 
 # -- torchtcn forecast -------------------------------------------------------------------------
-def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys):
+@pytest.mark.parametrize("all_horizons", [False, True])
+def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys, all_horizons):
     import csv
     import json
 
@@ -123,6 +124,7 @@ def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys):
     run_dir, results = tmp_path / "run", tmp_path / "results"
     settings = [f"{k}={v}" for k, v in TINY.items()]  # receptive field 7 < 14 steps of context
     assert main(["train", "series", "--data", str(path), "target=wave", "horizon=2", *settings,
+                 f"all_horizons={all_horizons}",
                  "--epochs", "2", "--out", str(run_dir), "--results-dir", str(results),
                  "--quiet"]) == 0
     test_mse = json.loads((results / "series-tcn.json").read_text())["value"]
@@ -138,9 +140,11 @@ def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys):
     assert len(table) == 200 and table[-1]["forecast_row"] == "201"  # the last two: the future
     wave = torch.tensor([float(r[2]) for r in rows[1:]])
     train_std = wave[:140].std(unbiased=False)
-    err = [(float(r["wave"]) - wave[int(r["forecast_row"])]) / train_std
-           for r in table if 160 <= int(r["forecast_row"]) < 200]
-    assert len(err) == 40
+    columns = {"wave+1": 1, "wave+2": 2} if all_horizons else {"wave": 2}
+    assert list(table[0]) == ["input_row", "forecast_row", *columns]
+    err = [(float(r[name]) - wave[int(r["input_row"]) + k]) / train_std
+           for r in table if 160 <= int(r["forecast_row"]) < 200 for name, k in columns.items()]
+    assert len(err) == 40 * len(columns)
     assert torch.stack(err).square().mean().item() == pytest.approx(test_mse, rel=1e-4)
 
     plain = tmp_path / "plain.safetensors"

@@ -3,7 +3,8 @@ task, for every row of a CSV with the same columns, in the data's own units.
 
 Output (CSV, to ``--out`` or stdout): ``input_row`` (0-based data row the forecast is made
 at), ``forecast_row`` (the row it is for: ``input_row + horizon``; rows past the end of the
-file are the future), then one column per target. Each forecast sees only rows up to its
+file are the future), then one column per target (a model trained with ``all_horizons``:
+``NAME+k`` for every step k = 1..horizon). Each forecast sees only rows up to its
 ``input_row``: the model is causal, and one non-causal is refused.
 
 Example:
@@ -61,11 +62,12 @@ def load_forecaster(path) -> tuple[torch.nn.Module, dict]:
 
 
 def forecast(model: torch.nn.Module, stats: dict, values: torch.Tensor) -> torch.Tensor:
-    """Forecasts (T, D) in data units from ``values`` (T, C): row t is the forecast of the
-    targets at row ``t + horizon`` made from rows ``0..t``."""
+    """Forecasts (T, D) in data units from ``values`` (T, C): row t holds the forecasts of
+    the targets at rows ``t + k`` (k in ``stats["steps"]``, step-major) made from rows
+    ``0..t``."""
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
-    target = [stats["columns"].index(name) for name in stats["target"]]
+    target = [stats["columns"].index(name) for name in stats["target"]] * len(stats["steps"])
     x = ((values - mean) / std).T.unsqueeze(0)  # (1, C, T)
     if getattr(model.body, "layout", "NCL") == "NLC":
         x = x.transpose(1, 2)
@@ -88,8 +90,10 @@ def run(args: argparse.Namespace) -> int:
     predicted = forecast(model, stats, values)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    writer.writerow(["input_row", "forecast_row", *stats["target"]])
-    horizon = stats["horizon"]
+    horizon, steps = stats["horizon"], stats["steps"]
+    names = stats["target"] if steps == [horizon] else [
+        f"{name}+{k}" for k in steps for name in stats["target"]]
+    writer.writerow(["input_row", "forecast_row", *names])
     for t, row in enumerate(predicted.tolist()):
         writer.writerow([t, t + horizon, *(f"{v:.6g}" for v in row)])
     if args.out is None:

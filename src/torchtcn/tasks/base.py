@@ -171,6 +171,7 @@ DATA_HELP: dict[str, str] = {
     "valid_len": "last steps of each window that are scored (the rest is context)",
     "target": "CSV columns to forecast, comma-separated (None: every numeric column)",
     "horizon": "forecast the target this many steps after each input step",
+    "all_horizons": "forecast every step 1..horizon ahead at once (direct multi-horizon)",
     "stride": "steps between the ends of consecutive training windows",
     "valid_fraction": "last part of the series before the test part used for validation",
     "test_fraction": "last part of the series used for testing",

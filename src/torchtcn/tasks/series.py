@@ -1,7 +1,9 @@
 """Forecasting a user's time series: ``torchtcn train series --data FILE.csv``.
 
 Every numeric column of the CSV is an input channel; the ``target`` columns (default: all)
-are forecast ``horizon`` steps ahead, at every step, by a per-step head. The series is split
+are forecast ``horizon`` steps ahead, at every step, by a per-step head (with
+``all_horizons=true``: every step 1..horizon ahead at once, the "direct multi-horizon"
+forecast; targets ordered step-major). The series is split
 in time (train, then valid, then test: ``valid_fraction``, ``test_fraction``) and every
 column is normalised with the training part's mean and standard deviation, so the metric is
 the MSE in those units (the convention of the forecasting literature).
@@ -44,7 +46,7 @@ SERIES_METADATA_KEY = "torchtcn.series"
 
 class SeriesBatch(NamedTuple):
     x: torch.Tensor  # (N, C, seq_len) normalised inputs
-    y: torch.Tensor  # (N, D, seq_len) normalised targets, ``horizon`` steps after x
+    y: torch.Tensor  # (N, D, seq_len) normalised targets (D: targets x forecast steps)
     mask: torch.Tensor  # (N, seq_len) 1 where a forecast is scored
 
 
@@ -52,7 +54,8 @@ class SeriesWindows:
     """Effective-history windows over one split of a normalised series.
 
     Args:
-        x: (C, T') inputs, y: (D, T') the targets of each input step (``horizon`` later).
+        x: (C, T') inputs, y: (D, T') the targets of each input step (``horizon`` later, or
+            every step up to it).
         first, end: the input steps whose forecasts this split scores, ``[first, end)``.
         seq_len, valid_len: steps per window, and scored steps per window.
         stride: None for consecutive windows scoring every target once (evaluation);
@@ -120,13 +123,16 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
     mean, std = train.mean(0), train.std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays 0
     norm = (values - mean) / std
-    x = norm[: total - horizon].T.contiguous()  # input step t ...
-    y = norm[horizon:, series.target_index].T.contiguous()  # ... forecasts step t + horizon
-    # a split owns the targets of its steps [a, b): inputs [a - horizon, b - horizon)
+    steps = list(range(1, horizon + 1)) if data["all_horizons"] else [horizon]
+    x = norm[: total - horizon].T.contiguous()  # input step t forecasts steps t + k
+    y = torch.cat([norm[k : total - horizon + k, series.target_index] for k in steps], 1)
+    y = y.T.contiguous()  # (len(steps) * D, T - horizon), step-major
+    # A split owns the targets of its steps [a, b): inputs [a - horizon, b - horizon). Nearer
+    # forecast steps may fall in the split before, never in a later one.
     bounds = {"train": (0, valid_start), "valid": (valid_start, test_start),
               "test": (test_start, total)}
     stats = {"columns": series.columns, "target": series.target, "horizon": horizon,
-             "mean": mean.tolist(), "std": std.tolist()}
+             "steps": steps, "mean": mean.tolist(), "std": std.tolist()}
     return {
         name: SeriesWindows(x, y, max(0, a - horizon), b - horizon, data["seq_len"],
                             data["valid_len"], data["stride"] if name == "train" else None,
@@ -168,8 +174,9 @@ register_task(SeriesTask(
     paper=Paper(note="user data: no paper number"),
     train_preset={"epochs": 30, "batch_size": 32, "eval_batch_size": 64, "optimizer": "adam",
                   "lr": 2e-3, "clip": 1.0, "schedule": "cosine"},
-    data_preset={"data": None, "target": None, "horizon": 1, "seq_len": 256, "valid_len": 128,
-                 "stride": 8, "valid_fraction": 0.1, "test_fraction": 0.2},
+    data_preset={"data": None, "target": None, "horizon": 1, "all_horizons": False,
+                 "seq_len": 256, "valid_len": 128, "stride": 8, "valid_fraction": 0.1,
+                 "test_fraction": 0.2},
     # k=3, six blocks of 32: receptive field 253 steps, about the window; the recurrent
     # models are sized to a similar parameter count for a few input columns.
     model_presets={"tcn": {"channels": (32,) * 6, "kernel_size": 3, "dropout": 0.1},
