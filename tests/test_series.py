@@ -147,6 +147,19 @@ def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys, all_
     assert len(err) == 40 * len(columns)
     assert torch.stack(err).square().mean().item() == pytest.approx(test_mse, rel=1e-4)
 
+    # Monte Carlo dropout: a mean and a standard deviation per column, reproducible by seed
+    sampled = [tmp_path / "mc1.csv", tmp_path / "mc2.csv"]
+    for f in sampled:
+        assert main(["forecast", str(run_dir), "--data", str(path), "--out", str(f),
+                     "--samples", "8", "--seed", "3"]) == 0
+    assert sampled[0].read_text() == sampled[1].read_text()
+    mc = list(csv.DictReader(sampled[0].open()))
+    assert list(mc[0]) == ["input_row", "forecast_row",
+                           *(n for name in columns for n in (name, f"{name}_std"))]
+    first = next(iter(columns))
+    assert all(float(r[f"{first}_std"]) >= 0 for r in mc)
+    assert any(float(r[f"{first}_std"]) > 0 for r in mc)  # the preset's dropout samples
+
     plain = tmp_path / "plain.safetensors"
     torchtcn.save(torchtcn.TCN(2, [4]), plain)
     assert main(["forecast", str(plain), "--data", str(path)]) == 2

@@ -5,7 +5,9 @@ Output (CSV, to ``--out`` or stdout): ``input_row`` (0-based data row the foreca
 at), ``forecast_row`` (the row it is for: ``input_row + horizon``; rows past the end of the
 file are the future), then one column per target (a model trained with ``all_horizons``:
 ``NAME+k`` for every step k = 1..horizon). Each forecast sees only rows up to its
-``input_row``: the model is causal, and one non-causal is refused.
+``input_row``: the model is causal, and one non-causal is refused. ``--samples N`` runs N
+Monte Carlo dropout passes (:func:`torchtcn.mc_predict`): each column is then their mean,
+followed by a ``_std`` column with their standard deviation, an uncertainty in data units.
 
 Example:
     torchtcn train series --data load.csv target=load horizon=24
@@ -34,6 +36,9 @@ def add_parser(sub) -> None:
                                  "run folder")
     p.add_argument("--data", required=True, help="CSV with the columns the model was trained on")
     p.add_argument("--out", default=None, help="write the forecasts here (default: stdout)")
+    p.add_argument("--samples", type=int, default=None,
+                   help="Monte Carlo dropout passes: mean and standard deviation columns")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dropout samples")
     p.set_defaults(func=run)
 
 
@@ -58,13 +63,19 @@ def load_forecaster(path) -> tuple[torch.nn.Module, dict]:
     if getattr(model, "stream_delay", 0):
         raise ValueError(f"{path} is not causal (it sees {model.stream_delay} steps ahead): its "
                          "outputs would use rows after the one they forecast from")
-    return model, json.loads(meta[SERIES_METADATA_KEY])
+    stats = json.loads(meta[SERIES_METADATA_KEY])
+    stats.setdefault("steps", [stats["horizon"]])  # written before all_horizons existed
+    return model, stats
 
 
-def forecast(model: torch.nn.Module, stats: dict, values: torch.Tensor) -> torch.Tensor:
+def forecast(model: torch.nn.Module, stats: dict, values: torch.Tensor,
+             samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Forecasts (T, D) in data units from ``values`` (T, C): row t holds the forecasts of
     the targets at rows ``t + k`` (k in ``stats["steps"]``, step-major) made from rows
-    ``0..t``."""
+    ``0..t``. With ``samples``: the mean of that many Monte Carlo dropout passes, and their
+    standard deviation (else None)."""
+    from ..uncertainty import mc_predict
+
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
     target = [stats["columns"].index(name) for name in stats["target"]] * len(stats["steps"])
@@ -72,9 +83,16 @@ def forecast(model: torch.nn.Module, stats: dict, values: torch.Tensor) -> torch
     if getattr(model.body, "layout", "NCL") == "NLC":
         x = x.transpose(1, 2)
     p = next(model.parameters())
+    x = x.to(p.device, p.dtype)
+    spread = None
     with torch.no_grad():
-        y = model.eval()(x.to(p.device, p.dtype))[0].T.float().cpu()  # (T, D) normalised
-    return y * std[target] + mean[target]
+        if samples is None:
+            y = model.eval()(x)
+        else:
+            y, spread = mc_predict(model.eval(), x, samples=samples)
+            spread = spread[0].T.float().cpu() * std[target]
+    y = y[0].T.float().cpu()  # (T, D) normalised
+    return y * std[target] + mean[target], spread
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,12 +105,16 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"{args.data} lacks the columns {missing} the model was trained on "
                          f"({stats['columns']})")
     values = series.values[:, [series.columns.index(c) for c in stats["columns"]]]
-    predicted = forecast(model, stats, values)
+    torch.manual_seed(args.seed)
+    predicted, spread = forecast(model, stats, values, args.samples)
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
     horizon, steps = stats["horizon"], stats["steps"]
     names = stats["target"] if steps == [horizon] else [
         f"{name}+{k}" for k in steps for name in stats["target"]]
+    if spread is not None:  # each mean column followed by its standard deviation
+        names = [n for name in names for n in (name, f"{name}_std")]
+        predicted = torch.stack([predicted, spread], 2).flatten(1)
     writer.writerow(["input_row", "forecast_row", *names])
     for t, row in enumerate(predicted.tolist()):
         writer.writerow([t, t + horizon, *(f"{v:.6g}" for v in row)])
