@@ -157,6 +157,21 @@ def test_weight_norm_init_really_takes_effect():
     assert default.weight.std().item() > 0.02  # torch's Kaiming-uniform default is much wider
 
 
+def test_init_scope_downsample_initialises_only_the_residual_convs():
+    # locuslab/TCN's effective init: N(0, 0.01) survives only on the un-normed 1x1 convs
+    torch.manual_seed(0)
+    model = TCN(1, [64] * 2, kernel_size=7, init_std=0.01, init_scope="downsample")
+    assert abs(model.blocks[0].downsample.weight.std().item() - 0.01) < 0.002
+    for block in model.blocks:
+        for unit in (block.unit1, block.unit2):
+            assert unit.conv.weight.std().item() > 0.02, "a main conv got the N(0, 0.01) init"
+    torch.manual_seed(0)
+    everywhere = TCN(1, [64] * 2, kernel_size=7, init_std=0.01)
+    assert abs(everywhere.blocks[1].unit1.conv.weight.std().item() - 0.01) < 0.002
+    assert model.config.init_scope == "downsample"
+    assert TCN.from_config(model.config).config == model.config
+
+
 def test_channel_dropout_drops_whole_channels():
     model = TCN(2, [64], kernel_size=2, dropout=0.5, dropout_kind="channel", norm=None)
     drop = model.blocks[0].unit1.dropout
@@ -208,6 +223,7 @@ def test_kernel_size_one_works():
         (dict(gate="sigmoid"), "gate"),
         (dict(dropout_kind="spatial3d"), "dropout_kind"),
         (dict(init_std=-1.0), "init_std"),
+        (dict(init_scope="heads"), "init_scope"),
     ],
 )
 def test_bad_constructor_arguments(kwargs, match):

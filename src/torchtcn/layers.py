@@ -192,6 +192,13 @@ class DilatedConv1d(nn.Conv1d):
         return super().forward(x)
 
 
+#: Which convolutions ``init_std`` initialises: every one, or only the 1x1 residual
+#: ("downsample") convolutions. The latter is what locuslab/TCN's code effectively did: its
+#: N(0, 0.01) of the weight-normed convolutions was discarded by the weight norm (#1), while
+#: the un-normed 1x1 convolutions kept theirs.
+INIT_SCOPES = ("all", "downsample")
+
+
 def init_conv_(conv: nn.Conv1d, init_std: float | None) -> None:
     """Weights ~ N(0, init_std) (the paper's init), before any weight-norm parametrization so
     that it really takes effect; ``None`` keeps PyTorch's default."""
@@ -270,9 +277,12 @@ class ResidualBlock(nn.Module):
         dropout_kind: str = "element",
         residual_activation: bool = True,
         init_std: float | None = 0.01,
+        init_scope: str = "all",
         cond_channels: int = 0,
     ):
         super().__init__()
+        if init_scope not in INIT_SCOPES:
+            raise ValueError(f"init_scope must be one of {list(INIT_SCOPES)}, got {init_scope!r}")
         unit = dict(
             kernel_size=kernel_size,
             dilation=dilation,
@@ -282,7 +292,7 @@ class ResidualBlock(nn.Module):
             gate=gate,
             dropout=dropout,
             dropout_kind=dropout_kind,
-            init_std=init_std,
+            init_std=init_std if init_scope == "all" else None,
             cond_channels=cond_channels,
         )
         self.unit1 = ConvUnit(in_channels, out_channels, **unit)

@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from . import receptive_field as rf
-from .layers import ACTIVATIONS, DROPOUT_KINDS, GATES, NORMS, ResidualBlock, make_activation
+from .layers import (ACTIVATIONS, DROPOUT_KINDS, GATES, INIT_SCOPES, NORMS, ResidualBlock,
+                     make_activation)
 from .configs import ConfiguredModel
 from .registry import register_model
 from .validation import check_cond, check_sequence_input
@@ -64,6 +65,12 @@ class TCNConfig:
     init_std: float | None = field(
         default=0.01, metadata={"help": "conv weights ~ N(0, init_std); none = torch default"}
     )
+    init_scope: str = field(
+        default="all",
+        metadata={"help": "convs init_std applies to: all | downsample (only the 1x1 residual "
+                          "convs, the others keep torch's default: the reference code's "
+                          "effective init)"},
+    )
     low_memory: bool = field(
         default=False, metadata={"help": "recompute block activations in backward"}
     )
@@ -104,6 +111,7 @@ class TCNConfig:
         _one_of("activation", self.activation, ACTIVATIONS)
         _one_of("layout", self.layout, LAYOUTS)
         _one_of("gate", self.gate, GATES)
+        _one_of("init_scope", self.init_scope, INIT_SCOPES)
         for name in ("causal", "skip_connections", "residual_activation", "low_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
@@ -189,6 +197,7 @@ class TCN(ConfiguredModel, nn.Module):
         init_std: float | None = 0.01,
         low_memory: bool = False,
         cond_channels: int = 0,
+        init_scope: str = "all",
     ):
         super().__init__()
         cfg = TCNConfig(
@@ -206,6 +215,7 @@ class TCN(ConfiguredModel, nn.Module):
             skip_connections=skip_connections,
             residual_activation=residual_activation,
             init_std=init_std,
+            init_scope=init_scope,
             low_memory=low_memory,
             cond_channels=cond_channels,
         )
@@ -226,6 +236,7 @@ class TCN(ConfiguredModel, nn.Module):
                 dropout_kind=cfg.dropout_kind,
                 residual_activation=cfg.residual_activation,
                 init_std=cfg.init_std,
+                init_scope=cfg.init_scope,
                 cond_channels=cfg.cond_channels,
             )
             for i, d in enumerate(cfg.resolved_dilations)
