@@ -168,3 +168,124 @@ def test_forecast_reproduces_the_test_score_in_data_units(tmp_path, capsys, all_
     short.write_text("step,other\n1,2\n3,4\n5,6\n")
     assert main(["forecast", str(run_dir), "--data", str(short)]) == 2
     assert "lacks the columns ['wave']" in capsys.readouterr().err
+
+
+# -- probabilistic forecasts --------------------------------------------------------------------
+def _train_series(tmp_path, path, name: str, settings: dict, epochs: int = 2):
+    import json
+
+    from torchtcn.cli import main
+
+    run_dir, results = tmp_path / name, tmp_path / f"{name}-results"
+    args = [f"{k}={v}" for k, v in settings.items()]
+    assert main(["train", "series", "--data", str(path), *args, "--epochs", str(epochs),
+                 "--out", str(run_dir), "--results-dir", str(results), "--quiet"]) == 0
+    return run_dir, json.loads((results / "series-tcn.json").read_text())
+
+
+def _forecast_table(path, run_dir, out, *extra):
+    import csv
+
+    from torchtcn.cli import main
+
+    assert main(["forecast", str(run_dir), "--data", str(path), "--out", str(out), *extra]) == 0
+    return list(csv.DictReader(out.open()))
+
+
+@pytest.mark.parametrize("likelihood,columns,point", [
+    ("gaussian", ["wave", "wave_std"], "wave"),
+    ("quantile", ["wave_q0.05", "wave_q0.5", "wave_q0.95"], "wave_q0.5"),
+])
+def test_probabilistic_forecast_columns_and_its_point_reproduces_the_test_score(
+        tmp_path, capsys, likelihood, columns, point):
+    path = write_csv(tmp_path / "s.csv")
+    settings = {**TINY, "target": "wave", "horizon": 2, "likelihood": likelihood,
+                "quantiles": "0.95,0.05"}
+    run_dir, result = _train_series(tmp_path, path, "run", settings)
+    test = result["test"]
+    assert test["mse"] == result["value"] and test["loss"] != pytest.approx(test["mse"])
+    table = _forecast_table(path, run_dir, tmp_path / "f.csv")
+    assert list(table[0]) == ["input_row", "forecast_row", *columns]
+    wave = torch.tensor([float(line.split(",")[2]) for line in path.read_text().splitlines()[1:]])
+    train_std = wave[:140].std(unbiased=False)
+    scored = [r for r in table if 160 <= int(r["forecast_row"]) < 200]
+    err = torch.tensor([(float(r[point]) - wave[int(r["forecast_row"])]) / train_std
+                        for r in scored])
+    assert err.square().mean().item() == pytest.approx(test["mse"], rel=1e-4)
+    if likelihood == "gaussian":
+        assert all(float(r["wave_std"]) > 0 for r in table)
+    else:
+        levels = torch.tensor([[float(r[c]) for c in columns] for r in table])
+        assert (levels.diff(dim=1) >= 0).all()  # levels never cross
+        from torchtcn.cli import main
+
+        assert main(["forecast", str(run_dir), "--data", str(path), "--samples", "4"]) == 2
+        assert "a quantile model already forecasts its spread" in capsys.readouterr().err
+
+
+def test_gaussian_monte_carlo_spread_is_the_mixture_of_the_passes(tmp_path):
+    path = write_csv(tmp_path / "s.csv")
+    base = {**TINY, "target": "wave", "likelihood": "gaussian"}
+    # without dropout every pass is the same Gaussian: the mixture is that Gaussian
+    run_dir, _ = _train_series(tmp_path, path, "plain", {**base, "dropout": 0.0})
+    plain = _forecast_table(path, run_dir, tmp_path / "p.csv")
+    sampled = _forecast_table(path, run_dir, tmp_path / "s.csv2", "--samples", "5")
+    for name in ("wave", "wave_std"):
+        torch.testing.assert_close(torch.tensor([float(r[name]) for r in sampled]),
+                                   torch.tensor([float(r[name]) for r in plain]),
+                                   rtol=1e-4, atol=1e-6)
+    # with dropout the passes differ, and the mixture is wider than the average pass
+    run_dir, _ = _train_series(tmp_path, path, "dropout", {**base, "dropout": 0.3})
+    one = _forecast_table(path, run_dir, tmp_path / "d1.csv", "--samples", "6", "--seed", "1")
+    again = _forecast_table(path, run_dir, tmp_path / "d2.csv", "--samples", "6", "--seed", "1")
+    assert one == again
+
+    import torchtcn
+    from torchtcn.commands.forecast import load_forecaster
+    from torchtcn.data.series import load_series_csv
+    from torchtcn.likelihoods import Likelihood
+
+    model, stats = load_forecaster(run_dir)
+    values = load_series_csv(path).values
+    x = ((values - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])).T.unsqueeze(0)
+    lik = Likelihood.from_json(stats["likelihood"])
+    torch.manual_seed(1)
+    with torch.no_grad(), torchtcn.mc_dropout(model):
+        passes = [model(x) for _ in range(6)]
+    means = torch.stack([lik.point(raw)[0, 0] for raw in passes])  # (6, T)
+    variances = torch.stack([lik.std(raw)[0, 0].square() for raw in passes])
+    mixture_std = (variances.mean(0) + means.var(0, unbiased=False)).sqrt()
+    target_std = stats["std"][stats["columns"].index("wave")]
+    torch.testing.assert_close(torch.tensor([float(r["wave_std"]) for r in one]),
+                               mixture_std * target_std, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("likelihood", ["gaussian", "quantile"])
+def test_probabilistic_forecasts_are_calibrated_on_noise_of_known_size(tmp_path, likelihood):
+    # a periodic signal plus N(0, 0.3^2) noise: the model can learn the signal, never the
+    # noise, so a calibrated forecast's 80% interval is about +-1.28 * 0.3 and covers 80%
+    gen = torch.Generator().manual_seed(0)
+    t = torch.arange(1000.0)
+    wave = torch.sin(t / 4) + 0.3 * torch.randn(1000, generator=gen)
+    path = tmp_path / "noisy.csv"
+    path.write_text("phase,wave\n" + "".join(f"{int(i) % 50},{w:.5f}\n"
+                                             for i, w in zip(t, wave.tolist())))
+    settings = {"target": "wave", "likelihood": likelihood, "quantiles": "0.1,0.9",
+                "channels": "16,16,16", "kernel_size": 3, "seq_len": 48, "valid_len": 24,
+                "stride": 4, "dropout": 0.0}
+    run_dir, _ = _train_series(tmp_path, path, "run", settings, epochs=20)
+    table = _forecast_table(path, run_dir, tmp_path / "f.csv")
+    test = [r for r in table if 800 <= int(r["forecast_row"]) < 1000]
+    truth = torch.tensor([wave[int(r["forecast_row"])].item() for r in test])
+    if likelihood == "gaussian":
+        std = torch.tensor([float(r["wave_std"]) for r in test])
+        mean = torch.tensor([float(r["wave"]) for r in test])
+        assert 0.24 < std.mean().item() < 0.38
+        low, high = mean - 1.2816 * std, mean + 1.2816 * std
+    else:
+        low = torch.tensor([float(r["wave_q0.1"]) for r in test])
+        high = torch.tensor([float(r["wave_q0.9"]) for r in test])
+        assert 0.6 < (high - low).mean().item() / (2 * 1.2816) / 0.3 < 1.3
+    covered = ((truth >= low) & (truth <= high)).float().mean().item()
+    assert 0.68 < covered < 0.92  # 200 targets: the binomial sd of 80% coverage is 0.028

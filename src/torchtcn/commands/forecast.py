@@ -5,9 +5,15 @@ Output (CSV, to ``--out`` or stdout): ``input_row`` (0-based data row the foreca
 at), ``forecast_row`` (the row it is for: ``input_row + horizon``; rows past the end of the
 file are the future), then one column per target (a model trained with ``all_horizons``:
 ``NAME+k`` for every step k = 1..horizon). Each forecast sees only rows up to its
-``input_row``: the model is causal, and one non-causal is refused. ``--samples N`` runs N
-Monte Carlo dropout passes (:func:`torchtcn.mc_predict`): each column is then their mean,
-followed by a ``_std`` column with their standard deviation, an uncertainty in data units.
+``input_row``: the model is causal, and one non-causal is refused.
+
+A model trained with ``likelihood=gaussian`` writes each target's mean and a ``_std`` column
+(its predictive standard deviation); one trained with ``likelihood=quantile`` writes a
+``_qLEVEL`` column per quantile level (e.g. ``load_q0.1``). ``--samples N`` runs N Monte
+Carlo dropout passes (:func:`torchtcn.mc_predict`): a point model's column is then their
+mean, followed by a ``_std`` column with their standard deviation; a Gaussian model's mean is
+their mean and its ``_std`` the standard deviation of the mixture of the N Gaussians (the
+model's own spread plus the spread between passes). All in data units.
 
 Example:
     torchtcn train series --data load.csv target=load horizon=24
@@ -24,6 +30,9 @@ import sys
 from pathlib import Path
 
 import torch
+from torch import nn
+
+from ..likelihoods import Likelihood
 
 
 def add_parser(sub) -> None:
@@ -65,34 +74,76 @@ def load_forecaster(path) -> tuple[torch.nn.Module, dict]:
                          "outputs would use rows after the one they forecast from")
     stats = json.loads(meta[SERIES_METADATA_KEY])
     stats.setdefault("steps", [stats["horizon"]])  # written before all_horizons existed
+    stats.setdefault("likelihood", Likelihood().to_json())  # written before likelihoods
     return model, stats
 
 
-def forecast(model: torch.nn.Module, stats: dict, values: torch.Tensor,
-             samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Forecasts (T, D) in data units from ``values`` (T, C): row t holds the forecasts of
-    the targets at rows ``t + k`` (k in ``stats["steps"]``, step-major) made from rows
-    ``0..t``. With ``samples``: the mean of that many Monte Carlo dropout passes, and their
-    standard deviation (else None)."""
+class _GaussianMoments(nn.Module):
+    """A Gaussian forecaster's outputs as ``cat([mean, variance], 1)``: averaged over Monte
+    Carlo passes these give the mixture's mean and, with the means' spread, its variance."""
+
+    def __init__(self, model: nn.Module, likelihood: Likelihood):
+        super().__init__()
+        self.model, self.likelihood = model, likelihood
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        raw = self.model(x)
+        return torch.cat([self.likelihood.point(raw), self.likelihood.std(raw).square()], 1)
+
+
+def _normalised_forecasts(model: nn.Module, likelihood: Likelihood, x: torch.Tensor,
+                          samples: int | None) -> list[tuple[str, torch.Tensor]]:
+    """``[(suffix, (D, T) tensor)]`` in normalised units, one entry per column kind: ``""``
+    a location (point, mean, quantile ``_qL``), ``"_std"`` a spread."""
     from ..uncertainty import mc_predict
 
+    model.eval()
+    if samples is None:
+        raw = model(x)
+        if likelihood.kind == "none":
+            return [("", raw[0])]
+        if likelihood.kind == "gaussian":
+            return [("", likelihood.point(raw)[0]), ("_std", likelihood.std(raw)[0])]
+        levels = likelihood.quantile_forecasts(raw)[0]  # (Q, D, T)
+        return [(f"_q{q:g}", level) for q, level in zip(likelihood.quantiles, levels)]
+    if likelihood.kind == "none":
+        mean, spread = mc_predict(model, x, samples=samples)
+        return [("", mean[0]), ("_std", spread[0])]
+    if likelihood.kind == "gaussian":
+        moments, spread = mc_predict(_GaussianMoments(model, likelihood), x, samples=samples)
+        d = moments.shape[1] // 2
+        # law of total variance: E[var] + Var[mean] (mc_predict's spread is the sample std)
+        std = (moments[0, d:] + spread[0, :d].square() * (samples - 1) / samples).sqrt()
+        return [("", moments[0, :d]), ("_std", std)]
+    raise ValueError("--samples applies to point and Gaussian models: a quantile model "
+                     "already forecasts its spread (its _q columns)")
+
+
+def forecast(model: nn.Module, stats: dict, values: torch.Tensor,
+             samples: int | None = None) -> tuple[torch.Tensor, list[str]]:
+    """Forecasts (T, K) in data units from ``values`` (T, C), and their K column names: row
+    t holds the forecasts of the targets at rows ``t + k`` (k in ``stats["steps"]``,
+    step-major) made from rows ``0..t``, each target's columns side by side (see the module
+    docstring). With ``samples``: Monte Carlo dropout over that many passes."""
     mean = torch.tensor(stats["mean"], dtype=torch.float32)
     std = torch.tensor(stats["std"], dtype=torch.float32)
-    target = [stats["columns"].index(name) for name in stats["target"]] * len(stats["steps"])
+    steps, horizon = stats["steps"], stats["horizon"]
+    target = [stats["columns"].index(name) for name in stats["target"]] * len(steps)
+    names = stats["target"] if steps == [horizon] else [
+        f"{name}+{k}" for k in steps for name in stats["target"]]
     x = ((values - mean) / std).T.unsqueeze(0)  # (1, C, T)
     if getattr(model.body, "layout", "NCL") == "NLC":
         x = x.transpose(1, 2)
     p = next(model.parameters())
-    x = x.to(p.device, p.dtype)
-    spread = None
     with torch.no_grad():
-        if samples is None:
-            y = model.eval()(x)
-        else:
-            y, spread = mc_predict(model.eval(), x, samples=samples)
-            spread = spread[0].T.float().cpu() * std[target]
-    y = y[0].T.float().cpu()  # (T, D) normalised
-    return y * std[target] + mean[target], spread
+        parts = _normalised_forecasts(model, Likelihood.from_json(stats["likelihood"]),
+                                      x.to(p.device, p.dtype), samples)
+    columns = []
+    for suffix, part in parts:  # (D, T) normalised -> (T, D) in data units
+        part = part.T.float().cpu() * std[target]
+        columns.append(part if suffix == "_std" else part + mean[target])
+    table = torch.stack(columns, 2).flatten(1)  # (T, D * kinds): each target's side by side
+    return table, [name + suffix for name in names for suffix, _ in parts]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -106,15 +157,10 @@ def run(args: argparse.Namespace) -> int:
                          f"({stats['columns']})")
     values = series.values[:, [series.columns.index(c) for c in stats["columns"]]]
     torch.manual_seed(args.seed)
-    predicted, spread = forecast(model, stats, values, args.samples)
+    predicted, names = forecast(model, stats, values, args.samples)
+    horizon = stats["horizon"]
     text = io.StringIO()
     writer = csv.writer(text, lineterminator="\n")
-    horizon, steps = stats["horizon"], stats["steps"]
-    names = stats["target"] if steps == [horizon] else [
-        f"{name}+{k}" for k in steps for name in stats["target"]]
-    if spread is not None:  # each mean column followed by its standard deviation
-        names = [n for name in names for n in (name, f"{name}_std")]
-        predicted = torch.stack([predicted, spread], 2).flatten(1)
     writer.writerow(["input_row", "forecast_row", *names])
     for t, row in enumerate(predicted.tolist()):
         writer.writerow([t, t + horizon, *(f"{v:.6g}" for v in row)])

@@ -172,6 +172,9 @@ DATA_HELP: dict[str, str] = {
     "target": "CSV columns to forecast, comma-separated (None: every numeric column)",
     "horizon": "forecast the target this many steps after each input step",
     "all_horizons": "forecast every step 1..horizon ahead at once (direct multi-horizon)",
+    "likelihood": "none (point forecast, MSE) | gaussian (mean and std, Gaussian NLL) | "
+                  "quantile (the quantiles levels, pinball loss)",
+    "quantiles": "levels of a quantile forecast, comma-separated (the median is always added)",
     "stride": "steps between the ends of consecutive training windows",
     "valid_fraction": "last part of the series before the test part used for validation",
     "test_fraction": "last part of the series used for testing",

@@ -8,6 +8,12 @@ in time (train, then valid, then test: ``valid_fraction``, ``test_fraction``) an
 column is normalised with the training part's mean and standard deviation, so the metric is
 the MSE in those units (the convention of the forecasting literature).
 
+``likelihood=gaussian`` forecasts a mean and a standard deviation per target, trained on the
+Gaussian negative log-likelihood; ``likelihood=quantile`` forecasts the ``quantiles`` levels
+(the median always among them), trained on the pinball loss (:mod:`torchtcn.likelihoods`).
+The metric stays the MSE of the point forecast (mean or median), so every kind of model is
+compared on the same number; ``loss`` is what the model was trained on.
+
 Windows work as in the language models ("effective history"): each holds ``seq_len`` steps,
 scores only its last ``valid_len`` forecasts, and the earlier steps are context, taken from
 before the split where there is any (past inputs are known at forecast time; targets never
@@ -35,7 +41,9 @@ from typing import NamedTuple
 
 import torch
 
+from .. import metrics as M
 from ..data.series import SeriesData, chronological_split, load_series_csv
+from ..likelihoods import Likelihood
 from . import register_task
 from .base import Paper, Task, sequence_model
 
@@ -48,6 +56,7 @@ class SeriesBatch(NamedTuple):
     x: torch.Tensor  # (N, C, seq_len) normalised inputs
     y: torch.Tensor  # (N, D, seq_len) normalised targets (D: targets x forecast steps)
     mask: torch.Tensor  # (N, seq_len) 1 where a forecast is scored
+    likelihood: Likelihood  # how the head's outputs describe the targets
 
 
 class SeriesWindows:
@@ -61,10 +70,13 @@ class SeriesWindows:
         stride: None for consecutive windows scoring every target once (evaluation);
             else a window ends every ``stride`` steps (training; they overlap when
             ``stride < valid_len``).
+        normalisation: the columns, target, horizon and statistics a forecast needs.
+        likelihood: what the model forecasts per target (a point by default).
     """
 
     def __init__(self, x, y, first: int, end: int, seq_len: int, valid_len: int,
-                 stride: int | None = None, normalisation: dict | None = None):
+                 stride: int | None = None, normalisation: dict | None = None,
+                 likelihood: Likelihood = Likelihood()):
         if not 0 < valid_len <= seq_len:
             raise ValueError(f"need 0 < valid_len <= seq_len, got valid_len={valid_len}, "
                              f"seq_len={seq_len}")
@@ -76,6 +88,7 @@ class SeriesWindows:
                              "is too short for its split fractions and horizon")
         self.x, self.y, self.seq_len = x, y, seq_len
         self.normalisation = normalisation  # columns, target, horizon, mean, std (JSON-able)
+        self.likelihood = likelihood
         if stride is None:
             self.groups = [(g, min(g + valid_len, end)) for g in range(first, end, valid_len)]
         else:
@@ -105,7 +118,7 @@ class SeriesWindows:
             x[row, :, pad:] = self.x[:, start:g1]
             y[row, :, pad:] = self.y[:, start:g1]
             mask[row, length - (g1 - g0):] = 1.0
-        return SeriesBatch(x, y, mask)
+        return SeriesBatch(x, y, mask, self.likelihood)
 
 
 def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
@@ -119,6 +132,7 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
     if horizon >= valid_start:
         raise ValueError(f"horizon={horizon} leaves no forecast to train on: the training part "
                          f"has {valid_start} steps")
+    likelihood = Likelihood(data["likelihood"], data["quantiles"])
     train = values[:valid_start]
     mean, std = train.mean(0), train.std(0, unbiased=False)
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays 0
@@ -132,17 +146,19 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
     bounds = {"train": (0, valid_start), "valid": (valid_start, test_start),
               "test": (test_start, total)}
     stats = {"columns": series.columns, "target": series.target, "horizon": horizon,
-             "steps": steps, "mean": mean.tolist(), "std": std.tolist()}
+             "steps": steps, "mean": mean.tolist(), "std": std.tolist(),
+             "likelihood": likelihood.to_json()}
     return {
         name: SeriesWindows(x, y, max(0, a - horizon), b - horizon, data["seq_len"],
                             data["valid_len"], data["stride"] if name == "train" else None,
-                            stats)
+                            stats, likelihood)
         for name, (a, b) in bounds.items()
     }
 
 
 class SeriesTask(Task):
-    """Forecast the target columns ``horizon`` steps ahead at every step; normalised MSE."""
+    """Forecast the target columns ``horizon`` steps ahead at every step; normalised MSE of
+    the point forecast (totals: ``loss`` the training objective, ``se`` the squared error)."""
 
     def load(self, spec, data_dir=None):
         d = spec.data
@@ -155,16 +171,21 @@ class SeriesTask(Task):
     def build_model(self, spec, datasets):
         train = datasets["train"]
         return sequence_model(spec, in_channels=train.in_channels, head="per_step",
-                              out_features=train.out_features)
+                              out_features=train.out_features * train.likelihood.params)
 
     def model_metadata(self, datasets):
         return {SERIES_METADATA_KEY: json.dumps(datasets["train"].normalisation)}
 
     def step(self, model, batch: SeriesBatch):
-        err = (model(batch.x) - batch.y).square().sum(1)  # (N, L): summed over targets
-        total = (err * batch.mask).sum()
+        raw, lik = model(batch.x), batch.likelihood
+        # (N, L): summed over targets, then over the scored steps
+        total = (lik.loss(raw, batch.y).sum(1) * batch.mask).sum()
+        se = ((lik.point(raw) - batch.y).square().sum(1) * batch.mask).sum()
         count = batch.mask.sum() * batch.y.shape[1]
-        return total / count, {"loss": total.item(), "count": count.item()}
+        return total / count, {"loss": total.item(), "se": se.item(), "count": count.item()}
+
+    def metric_value(self, totals):
+        return M.compute(self.metric, {"loss": totals["se"], "count": totals["count"]})
 
 
 register_task(SeriesTask(
@@ -175,6 +196,7 @@ register_task(SeriesTask(
     train_preset={"epochs": 30, "batch_size": 32, "eval_batch_size": 64, "optimizer": "adam",
                   "lr": 2e-3, "clip": 1.0, "schedule": "cosine"},
     data_preset={"data": None, "target": None, "horizon": 1, "all_horizons": False,
+                 "likelihood": "none", "quantiles": "0.1,0.5,0.9",
                  "seq_len": 256, "valid_len": 128, "stride": 8, "valid_fraction": 0.1,
                  "test_fraction": 0.2},
     # k=3, six blocks of 32: receptive field 253 steps, about the window; the recurrent
