@@ -110,9 +110,9 @@ NOTES = """## How the runs were made
   were cut by `--time-limit`; their numbers are what the model reached by then, not a
   reproduction of the paper's setting. The language models (13M-parameter word PTB, 3M char
   PTB) need a GPU for a real run: their rows are CPU runs made in time-limited chunks with
-  `--resume` (char PTB 18 of 100 epochs in 4.1 hours, word PTB 4 of 100 in 2.6 hours), still
-  improving when they stopped, and resumable from their `last.ckpt` with
-  `torchtcn train char_ptb --model tcn --resume`.
+  `--resume` (char PTB 20 of 100 epochs in 4.4 hours, word PTB 4 of 100 in 2.6 hours), still
+  improving when they stopped. Their checkpoints stayed on the machine they ran on, which is
+  gone (run folders are not committed), so a GPU run starts them over.
 
 ## Reproducing
 
