@@ -129,13 +129,15 @@ register_task(MusicTask(
     metric="nll_per_frame",
     paper=Paper(tcn=3.07, lstm=3.29, gru=3.46, rnn=4.05, size="1M", note="Table 1"),
     train_preset=dict(_TRAIN), data_preset={"data": "Nottingham", "loss_reduction": "mean"},
+    # The GRU takes JSB's validated lr: after 9 epochs its valid NLL was 4.556 at 2e-3 (the
+    # LSTM's 3.318) and 4.393 at 5e-4, which went on below 3.46 by epoch 23.
     model_presets=_presets({"channels": (150,) * 4, "kernel_size": 6, "dropout": 0.2},
-                           {"lstm": 448, "gru": 520, "rnn": 914}),
+                           {"lstm": 448, "gru": 520, "rnn": 914}, train={"gru": {"lr": 5e-4}}),
 ))
 register_task(MusicTask(
     name="music", description="any piano-roll .mat file (--data PATH): next frame (NLL per frame)",
     metric="nll_per_frame", paper=Paper(note="user data: no paper number"),
     train_preset=dict(_TRAIN), data_preset={"data": None, "loss_reduction": "mean"},
     model_presets=_presets({"channels": (150,) * 4, "kernel_size": 6, "dropout": 0.2},
-                           {"lstm": 448, "gru": 520, "rnn": 914}),
+                           {"lstm": 448, "gru": 520, "rnn": 914}, train={"gru": {"lr": 5e-4}}),
 ))
