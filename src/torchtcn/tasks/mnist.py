@@ -51,14 +51,15 @@ class PermutedMnistTask(MnistTask):
     permuted = True
 
 
-def _register(cls, name, description, paper, tcn_dropout):
+def _register(cls, name, description, paper, tcn_dropout, tcn_clip=None):
     register_task(cls(
         name=name, description=description, metric="accuracy", paper=paper,
         train_preset={"epochs": 20, "batch_size": 64, "eval_batch_size": 1000, "optimizer": "adam",
                       "lr": 2e-3, "schedule": "step", "lr_step": 10, "lr_factor": 0.1},
         data_preset={"n_valid": 5_000, **({"perm_seed": 0} if cls.permuted else {})},
         model_presets={
-            "tcn": {"channels": (25,) * 8, "kernel_size": 7, "dropout": tcn_dropout},
+            "tcn": {"channels": (25,) * 8, "kernel_size": 7, "dropout": tcn_dropout,
+                    **({"train": {"clip": tcn_clip}} if tcn_clip else {})},
             "lstm": {"hidden_size": 130, "train": RNN_TRAIN},
             "gru": {"hidden_size": 150, "train": RNN_TRAIN},
             "rnn": {"hidden_size": 258, "train": RNN_TRAIN},
@@ -69,7 +70,11 @@ def _register(cls, name, description, paper, tcn_dropout):
 # TCN dropout: Table 2 says 0.0, pmnist_test.py defaults to 0.05. On seq-MNIST both reached
 # 99.06% validation accuracy (epoch 12); 0.05 had the lower validation loss there (0.037
 # against 0.045), so it breaks the tie. P-MNIST keeps Table 2's 0.0 (not rerun with 0.05).
+# Then the gradient-norm clip of 1.0 that the adding TCN and the baselines use (Table 2: none):
+# best validation accuracy 99.12% (epoch 20) against 99.06%, so seq-MNIST clips (test 98.94%
+# against 98.97%); P-MNIST was not rerun with it.
 _register(MnistTask, "seq_mnist", "sequential MNIST: classify a digit from its 784 pixels in order",
-          Paper(tcn=99.0, lstm=87.2, gru=96.2, rnn=21.5, size="70K", note="Table 1"), tcn_dropout=0.05)
+          Paper(tcn=99.0, lstm=87.2, gru=96.2, rnn=21.5, size="70K", note="Table 1"), tcn_dropout=0.05,
+          tcn_clip=1.0)
 _register(PermutedMnistTask, "pmnist", "permuted MNIST: the pixels in one fixed random order",
           Paper(tcn=97.2, lstm=85.7, gru=87.3, rnn=25.3, size="70K", note="Table 1"), tcn_dropout=0.0)
