@@ -179,8 +179,9 @@ class SeriesTask(Task):
     def step(self, model, batch: SeriesBatch):
         raw, lik = model(batch.x), batch.likelihood
         # (N, L): summed over targets, then over the scored steps
-        total = (lik.loss(raw, batch.y).sum(1) * batch.mask).sum()
         se = ((lik.point(raw) - batch.y).square().sum(1) * batch.mask).sum()
+        # a point forecast trains on that squared error itself: no second pass over it
+        total = se if lik.kind == "none" else (lik.loss(raw, batch.y).sum(1) * batch.mask).sum()
         count = batch.mask.sum() * batch.y.shape[1]
         return total / count, {"loss": total.item(), "se": se.item(), "count": count.item()}
 
