@@ -36,6 +36,25 @@ def test_train_writes_run_folder_and_result(tmp_path, capsys):
     assert (tmp_path / "r" / "adding200-tcn.json").exists() and (tmp_path / "r" / "best.ckpt").exists()
 
 
+def test_threads_flag_sets_torch_threads_and_the_record_says_so(tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        assert _train(tmp_path, "epochs=1", "--threads", "1", "--results-dir", str(tmp_path / "res")) == 0
+        assert torch.get_num_threads() == 1
+        rec = json.loads((tmp_path / "res" / "adding200-tcn.json").read_text())
+        assert rec["hardware"].endswith("1 torch thread")
+    finally:
+        torch.set_num_threads(before)
+    for bad in ("0", "-2", "two"):
+        with pytest.raises(SystemExit) as exc:
+            _train(tmp_path, "--threads", bad, name="never")
+        assert exc.value.code == 2
+        assert f"expected a whole number >= 1, found '{bad}'" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
+
+
 def test_resume_through_the_cli(tmp_path, capsys):
     assert _train(tmp_path, "epochs=1") == 0
     assert _train(tmp_path, "epochs=2", "--resume") == 0

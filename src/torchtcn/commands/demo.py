@@ -4,7 +4,7 @@ Runs JSB Chorales (Bach chorales as piano rolls, the paper's Table 1 row "JSB Ch
 through the same task registry and the same trainer as ``torchtcn train``: both models with
 the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), up to the
 preset's 100 epochs (~1 s per epoch each on an idle 2-core CPU; much longer on a busy machine:
-``--epochs N`` for a shorter run), and the best-validation model tested. It prints the comparison table and writes a plot of both
+``--epochs N`` for a shorter run, ``--threads 1`` when other jobs hold a core), and the best-validation model tested. It prints the comparison table and writes a plot of both
 learning curves (``<out>/demo.png``).
 
 One change from ``torchtcn train``: each run ends once the preset's schedule has annealed the
@@ -19,7 +19,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .train import add_common_run_arguments, train_one
+from .train import add_common_run_arguments, apply_threads, train_one
 
 DEMO_TASK = "jsb"
 DEMO_MODELS = ("tcn", "lstm")
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     from ..report import format_value
 
     logging.getLogger("torchtcn.train").setLevel(logging.WARNING)  # the table says it all
+    apply_threads(args.threads)
     records = []
     for model in DEMO_MODELS:
         print(f"training {model} on {DEMO_TASK} ({args.epochs or 'preset'} epochs) ...", flush=True)
