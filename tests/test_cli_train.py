@@ -40,11 +40,12 @@ def test_threads_flag_sets_torch_threads_and_the_record_says_so(tmp_path, capsys
     import torch
 
     before = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
         assert _train(tmp_path, "epochs=1", "--threads", "1", "--results-dir", str(tmp_path / "res")) == 0
-        assert torch.get_num_threads() == 1
         rec = json.loads((tmp_path / "res" / "adding200-tcn.json").read_text())
-        assert rec["hardware"].endswith("1 torch thread")
+        assert rec["hardware"].endswith(", 1 torch thread")
+        assert torch.get_num_threads() == 2  # the caller's setting is back
     finally:
         torch.set_num_threads(before)
     for bad in ("0", "-2", "two"):
@@ -170,6 +171,9 @@ def test_demo_runs_tcn_and_lstm_through_the_trainer(tmp_path, capsys):
     assert "tcn" in out and "lstm" in out and "paper" in out
     assert (tmp_path / "demo" / "demo.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "demo" / "tcn" / "best.ckpt").exists()
+    # one torch thread unless asked (see the demo's docstring), recorded with each run
+    hardware = json.loads((tmp_path / "demo" / "lstm" / "jsb-lstm.json").read_text())["hardware"]
+    assert hardware.endswith(", 1 torch thread")
 
 
 def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, capsys):

@@ -3,9 +3,14 @@
 Runs JSB Chorales (Bach chorales as piano rolls, the paper's Table 1 row "JSB Chorales")
 through the same task registry and the same trainer as ``torchtcn train``: both models with
 the paper's preset (TCN: Table 2; LSTM: sized to the paper's ~300K parameters), up to the
-preset's 100 epochs (~1 s per epoch each on an idle 2-core CPU; much longer on a busy machine:
-``--epochs N`` for a shorter run, ``--threads 1`` when other jobs hold a core), and the best-validation model tested. It prints the comparison table and writes a plot of both
-learning curves (``<out>/demo.png``).
+preset's 100 epochs (~1 s per epoch each on an idle 2-core CPU; ``--epochs N`` for a shorter
+run), and the best-validation model tested. It prints the comparison table and writes a plot
+of both learning curves (``<out>/demo.png``).
+
+The demo runs torch on one CPU thread unless ``--threads N`` says otherwise: its models see one
+piece at a time (~300K parameters), so a second thread gained little on an idle 2-core machine
+(5 epochs of both models: 20-24 s against 24-25 s), while with other jobs on both cores it made
+3 epochs 4x slower (116 s against 27 s) as torch's threads wait on one another.
 
 One change from ``torchtcn train``: each run ends once the preset's schedule has annealed the
 learning rate below ``min_lr=1e-6`` (from 2e-3: four divisions by 10). The full run goes on
@@ -19,11 +24,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from .train import add_common_run_arguments, apply_threads, train_one
+from .train import add_common_run_arguments, torch_threads, train_one
 
 DEMO_TASK = "jsb"
 DEMO_MODELS = ("tcn", "lstm")
 DEMO_OVERRIDES = {"min_lr": "1e-6"}
+DEMO_THREADS = 1  # the default; see the module docstring
 
 
 def add_parser(sub) -> None:
@@ -60,10 +66,14 @@ def plot_demo(records: list[dict], path) -> Path:
 
 
 def run(args: argparse.Namespace) -> int:
+    with torch_threads(DEMO_THREADS if args.threads is None else args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..report import format_value
 
     logging.getLogger("torchtcn.train").setLevel(logging.WARNING)  # the table says it all
-    apply_threads(args.threads)
     records = []
     for model in DEMO_MODELS:
         print(f"training {model} on {DEMO_TASK} ({args.epochs or 'preset'} epochs) ...", flush=True)

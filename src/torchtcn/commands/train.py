@@ -10,6 +10,7 @@ The run folder (``--out``, default ``runs/<task>-<model>``) receives ``last.ckpt
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import os
 from pathlib import Path
@@ -65,12 +66,20 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def apply_threads(threads: int | None) -> None:
-    """Set torch's intra-op thread count when the user asked for one (None: leave torch's)."""
-    if threads is not None:
-        import torch
+@contextlib.contextmanager
+def torch_threads(threads: int | None):
+    """Run the body with torch's intra-op thread count set to ``threads`` (None: torch's own),
+    restored afterwards, so that calling ``main`` in-process leaves the caller's setting alone."""
+    import torch
 
+    before = torch.get_num_threads()
+    if threads is not None:
         torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if threads is not None:
+            torch.set_num_threads(before)
 
 
 def add_parser(sub) -> None:
@@ -171,11 +180,15 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
 
 
 def run(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from .. import distributed as D
     from ..report import format_value
 
     overrides = parse_overrides(args.overrides)
-    apply_threads(args.threads)
     if args.data is not None:
         overrides["data"] = args.data
     # trainer settings set by flags rather than key=value (None: the preset's)
