@@ -105,6 +105,16 @@ def test_missing_file(tmp_path):
         torchtcn.load(tmp_path / "nothing.safetensors")
 
 
+def test_save_into_a_missing_folder_or_onto_a_folder(tmp_path):
+    model = torchtcn.TCN(2, [4], kernel_size=2)
+    with pytest.raises(FileNotFoundError, match="no folder .*nowhere"):
+        torchtcn.save(model, tmp_path / "nowhere" / "m.safetensors")
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(IsADirectoryError, match="it is a folder"):
+        torchtcn.save(model, tmp_path / "taken")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["taken"]  # nothing written anywhere
+
+
 def test_config_with_unknown_key_or_wrong_type(saved, tmp_path):
     model, _ = saved
     spec = torchtcn.registry.model_spec(model)

@@ -46,6 +46,11 @@ def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -
     """
     path = Path(path)
     spec = model_spec(model)
+    # checked here: safetensors would name only its temporary file
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"cannot save the model to {path}: no folder {path.parent}")
+    if path.is_dir():
+        raise IsADirectoryError(f"cannot save the model to {path}: it is a folder; give a file name")
     meta = {FORMAT_KEY: FORMAT_VERSION, MODEL_KEY: json.dumps(spec)}
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
