@@ -80,6 +80,13 @@ def test_language_model_token_errors():
         lm(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"2-D \(N, T\)"):
         lm(torch.randint(0, 10, (2, 5, 1)))
+    for bad, shown in ((10, "max 10"), (-1, "min -1")):
+        tokens = torch.tensor([[1, 2, bad]])
+        with pytest.raises(ValueError, match=rf"in \[0, 10\) \(vocab_size\), got .*{shown}"):
+            lm(tokens)
+        state = lm.init_state(batch_size=1)
+        with pytest.raises(ValueError, match=r"in \[0, 10\)"):
+            lm.step(tokens, state)  # the streaming path embeds through the same check
 
 
 def test_head_config_errors():

@@ -407,6 +407,12 @@ class LanguageModel(nn.Module):
             raise ValueError(f"tokens must be 2-D (N, T), got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 or int32, got dtype {tokens.dtype}")
+        if tokens.device.type == "cpu" and tokens.numel():
+            # Checked on CPU only: on a GPU reading the extremes back would stall every step.
+            lo, hi = (int(v) for v in torch.aminmax(tokens))
+            vocab = self.embedding.num_embeddings
+            if lo < 0 or hi >= vocab:
+                raise ValueError(f"token ids must be in [0, {vocab}) (vocab_size), got min {lo}, max {hi}")
         e = self.embed_dropout(self.embedding(tokens))  # (N, T, E)
         return e if self.body.layout == "NLC" else e.transpose(1, 2)
 
