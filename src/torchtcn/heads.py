@@ -343,6 +343,10 @@ class LanguageModelConfig:
 
 
 @register_model("language_model", sequence_model=False)
+def _tracing_or_compiling() -> bool:
+    return torch.jit.is_tracing() or torch.compiler.is_compiling()
+
+
 class LanguageModel(nn.Module):
     """Token embedding -> body -> linear decoder at every step.
 
@@ -407,8 +411,9 @@ class LanguageModel(nn.Module):
             raise ValueError(f"tokens must be 2-D (N, T), got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 or int32, got dtype {tokens.dtype}")
-        if tokens.device.type == "cpu" and tokens.numel():
-            # Checked on CPU only: on a GPU reading the extremes back would stall every step.
+        if tokens.device.type == "cpu" and tokens.numel() and not _tracing_or_compiling():
+            # Checked eagerly on CPU only: on a GPU reading the extremes back would stall every
+            # step, and a traced or compiled graph would break (or bake the check in) here.
             lo, hi = (int(v) for v in torch.aminmax(tokens))
             vocab = self.embedding.num_embeddings
             if lo < 0 or hi >= vocab:
