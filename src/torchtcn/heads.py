@@ -342,11 +342,11 @@ class LanguageModelConfig:
             raise ValueError(f"embed_dropout must be in [0, 1), got {self.embed_dropout}")
 
 
-@register_model("language_model", sequence_model=False)
 def _tracing_or_compiling() -> bool:
     return torch.jit.is_tracing() or torch.compiler.is_compiling()
 
 
+@register_model("language_model", sequence_model=False)
 class LanguageModel(nn.Module):
     """Token embedding -> body -> linear decoder at every step.
 
