@@ -48,6 +48,21 @@ def test_planner_other_base_and_errors():
         rf.blocks_for_history(10, 2.5)
 
 
+@pytest.mark.parametrize("fn", [rf.receptive_field, rf.receptive_fields_per_block, rf.blind_spots,
+                                lambda k, d: rf.lookahead(k, d, causal=False),
+                                lambda k, d: rf.history(k, d, causal=True)])
+def test_stack_functions_refuse_meaningless_stacks(fn):
+    for k, dilations, error, match in [(0, [1, 2], ValueError, "kernel_size must be >= 1, got 0"),
+                                       (3, [1, 0], ValueError, r"dilations\[1\] must be >= 1, got 0"),
+                                       (3, [1, 2.0], TypeError, r"dilations\[1\] must be an int"),
+                                       (True, [1], TypeError, "kernel_size must be an int"),
+                                       (3, 4, TypeError, "dilations must be a sequence of ints")]:
+        with pytest.raises(error, match=match):
+            fn(k, dilations)
+    with pytest.raises(ValueError, match="dilation must be >= 1"):
+        rf.conv_padding(3, 0, causal=True)
+
+
 # -- blind spots -------------------------------------------------------------------------------
 def test_blind_spots_of_a_dilation_that_outgrows_the_blocks_below():
     # kernel 2, two convs per block: block 1 sees lags {0, 1, 2}, block 2 adds {0, 4, 8}

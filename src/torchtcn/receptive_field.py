@@ -43,6 +43,16 @@ def _check_positive_int(name: str, value: object) -> int:
     return value
 
 
+def _check_stack(kernel_size: object, dilations: object, convs_per_block: object) -> None:
+    """Reject what would give a meaningless number (a kernel of 0, a dilation of 0, ...)."""
+    _check_positive_int("kernel_size", kernel_size)
+    _check_positive_int("convs_per_block", convs_per_block)
+    if isinstance(dilations, (str, bytes)) or not isinstance(dilations, Sequence):
+        raise TypeError(f"dilations must be a sequence of ints, got {type(dilations).__name__}")
+    for i, d in enumerate(dilations):
+        _check_positive_int(f"dilations[{i}]", d)
+
+
 def default_dilations(num_blocks: int, base: int = 2) -> list[int]:
     """Dilations ``base**i`` for ``i = 0 .. num_blocks - 1``."""
     _check_positive_int("num_blocks", num_blocks)
@@ -56,6 +66,8 @@ def conv_padding(kernel_size: int, dilation: int, causal: bool) -> tuple[int, in
     Causal: all ``(k - 1) * d`` on the left. Non-causal: split as evenly as possible, the odd
     step going to the past, so no convolution looks further ahead than it looks back.
     """
+    _check_positive_int("kernel_size", kernel_size)
+    _check_positive_int("dilation", dilation)
     span = (kernel_size - 1) * dilation
     if causal:
         return span, 0
@@ -66,7 +78,12 @@ def conv_padding(kernel_size: int, dilation: int, causal: bool) -> tuple[int, in
 def receptive_field(
     kernel_size: int, dilations: Sequence[int], convs_per_block: int = CONVS_PER_BLOCK
 ) -> int:
-    """Number of consecutive input steps one output step depends on."""
+    """Number of consecutive input steps one output step depends on.
+
+    Raises:
+        TypeError, ValueError: for a kernel size, dilation or ``convs_per_block`` below 1.
+    """
+    _check_stack(kernel_size, dilations, convs_per_block)
     return 1 + convs_per_block * (kernel_size - 1) * sum(dilations)
 
 
@@ -74,6 +91,7 @@ def receptive_fields_per_block(
     kernel_size: int, dilations: Sequence[int], convs_per_block: int = CONVS_PER_BLOCK
 ) -> list[int]:
     """Receptive field after each block (cumulative)."""
+    _check_stack(kernel_size, dilations, convs_per_block)
     out, total = [], 0
     for d in dilations:
         total += d
@@ -92,6 +110,7 @@ def lookahead(
     This is also the delay, in frames, with which a non-causal model can be streamed exactly.
     It is at most ``(receptive_field - 1) // 2``.
     """
+    _check_stack(kernel_size, dilations, convs_per_block)
     return convs_per_block * sum(conv_padding(kernel_size, d, causal)[1] for d in dilations)
 
 
@@ -166,9 +185,7 @@ def blind_spots(
         >>> blind_spots(3, default_dilations(6))
         []
     """
-    _check_positive_int("kernel_size", kernel_size)
-    for i, d in enumerate(dilations):
-        _check_positive_int(f"dilations[{i}]", d)
+    _check_stack(kernel_size, dilations, convs_per_block)
     # Bit l of ``seen`` is set when some path reaches causal lag l: each convolution adds one
     # of its taps' lags (a Minkowski sum, done as shifts of a Python int used as a bitset).
     seen = 1
