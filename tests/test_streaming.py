@@ -361,8 +361,9 @@ def test_bad_input_names_expected_and_found():
         model.step(inputs(model, 2, 1), object())
     with pytest.raises(ValueError, match="batch_size"):
         model.init_state(0)
-    with pytest.raises(ValueError, match="stream indices"):
-        state.reset([5])
+    for bad in ([5], [-3]):  # state of 2 streams: -2 and -1 are the last two
+        with pytest.raises(ValueError, match=r"stream indices must be in \[-2, 2\)"):
+            state.reset(bad)
 
 
 def test_a_same_architecture_model_accepts_the_state():

@@ -32,7 +32,8 @@ def _stream_index(streams, batch_size: int, device) -> torch.Tensor:
         raise TypeError(f"streams must be a list of ints or a bool mask, got {streams!r}")
     idx = idx.long().flatten()
     if idx.numel() and (idx.min() < -batch_size or idx.max() >= batch_size):
-        raise ValueError(f"stream indices must be in [0, {batch_size}), got {idx.tolist()}")
+        raise ValueError(f"stream indices must be in [-{batch_size}, {batch_size}) (negative ones "
+                         f"count from the end), got {idx.tolist()}")
     return idx
 
 
