@@ -33,6 +33,20 @@ def test_causality_checker():
         check_causality(leaky, raise_on_leak=True)
 
 
+def test_probes_see_paths_that_only_large_inputs_switch_on():
+    # With init_std=0.01 and 8 channels, some fresh ReLU models are ruled by their biases: at
+    # unit-scale inputs every path through the future is off. One block in ~25 looked causal
+    # to the checker and had a wrong measured field before the probes tried large inputs too
+    # (the seeds below were the first four such models).
+    for seed in (18, 69, 89, 90):
+        torch.manual_seed(seed)
+        model = torchtcn.TCN(1, [8], kernel_size=3, causal=False)
+        assert not check_causality(model), seed
+        assert measure_receptive_field(model) == (model.receptive_field, model.lookahead), seed
+        torch.manual_seed(seed)
+        assert check_causality(torchtcn.TCN(1, [8], kernel_size=3)), seed
+
+
 def test_causality_checker_sees_batch_norm_training_leak():
     model = torchtcn.TCN(2, [4, 4], kernel_size=3, norm="batch")
     assert check_causality(model, train=False)

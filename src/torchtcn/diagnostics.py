@@ -45,18 +45,27 @@ def _from_model_layout(y: torch.Tensor, model: nn.Module) -> torch.Tensor:
     return y.transpose(1, 2) if getattr(model, "layout", "NCL") == "NLC" else y
 
 
+# Random probe inputs are drawn at each of these scales. At unit scale, a freshly initialised
+# model with small weights (init_std=0.01) can be ruled by its biases: every ReLU on a path
+# through the future is then off for every input, and a non-causal model looked causal (one
+# 1-block model in 25). Large inputs switch those units on; float64 keeps the sums exact enough.
+PROBE_SCALES = (1.0, 1e3)
+
+
 def dependence(model: nn.Module, length: int, t: int, trials: int = 3, train: bool = False):
     """Bool mask (length,): which input steps output step ``t`` depends on.
 
     Computed from the gradient of output t with respect to every input, over ``trials`` random
-    inputs (a path through a dead ReLU on one input is usually alive on another).
+    inputs at each of ``PROBE_SCALES`` (a path through a dead ReLU on one input is usually
+    alive on another).
     """
     probe = _prepare(model, train)
     in_channels = model.in_channels
     mask = torch.zeros(length, dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
-    for _ in range(trials):
-        x = torch.randn(2, in_channels, length, generator=gen, dtype=torch.float64)
+    for trial in range(trials * len(PROBE_SCALES)):
+        scale = PROBE_SCALES[trial % len(PROBE_SCALES)]
+        x = scale * torch.randn(2, in_channels, length, generator=gen, dtype=torch.float64)
         x.requires_grad_(True)
         y = _from_model_layout(probe(_to_model_layout(x, model)), model)
         (grad,) = torch.autograd.grad(y[:, :, t].sum(), x)
@@ -94,10 +103,20 @@ def check_causality(
     """
     probe = _prepare(model, train)
     gen = torch.Generator().manual_seed(0)
-    x = torch.randn(4, model.in_channels, length, generator=gen, dtype=torch.float64)
+    for scale in PROBE_SCALES:
+        x = scale * torch.randn(4, model.in_channels, length, generator=gen, dtype=torch.float64)
+        if not _past_unmoved(probe, model, x, scale, gen, train, raise_on_leak):
+            return False
+    return True
+
+
+def _past_unmoved(probe, model, x, scale, gen, train, raise_on_leak) -> bool:
+    """Whether outputs before t0 stay bit-identical when x[t0:] moves by ``scale`` * noise,
+    for three t0."""
+    length = x.shape[-1]
     for t0 in (1, length // 2, length - 1):
         x2 = x.clone()
-        x2[:, :, t0:] += torch.randn(x2[:, :, t0:].shape, generator=gen, dtype=torch.float64)
+        x2[:, :, t0:] += scale * torch.randn(x2[:, :, t0:].shape, generator=gen, dtype=torch.float64)
         outs = []
         for inp in (x, x2):
             torch.manual_seed(1234)  # identical dropout masks in both passes
