@@ -78,6 +78,12 @@ def measure_receptive_field(model: nn.Module, length: int | None = None) -> tupl
 
     ``length`` defaults to three times the analytic receptive field (so the window is never
     clipped by the sequence ends). Compare with ``model.receptive_field`` / ``model.lookahead``.
+
+    Example:
+        >>> import torchtcn
+        >>> model = torchtcn.TCN(1, [8, 8], kernel_size=3, causal=False)
+        >>> measure_receptive_field(model), (model.receptive_field, model.lookahead)
+        ((13, 6), (13, 6))
     """
     analytic = getattr(model, "receptive_field", None)
     if length is None:
@@ -100,6 +106,13 @@ def check_causality(
 
     ``train=True`` checks the model in training mode (dropout disabled by a fixed seed per
     pass), which reveals leaks such as batch norm's statistics over time.
+
+    Example:
+        >>> import torchtcn
+        >>> check_causality(torchtcn.TCN(1, [8, 8], norm="batch"))               # eval mode
+        True
+        >>> check_causality(torchtcn.TCN(1, [8, 8], norm="batch"), train=True)   # batch stats
+        False
     """
     probe = _prepare(model, train)
     gen = torch.Generator().manual_seed(0)

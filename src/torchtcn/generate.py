@@ -75,6 +75,14 @@ def generate(
     Returns:
         The prompt followed by the samples: (N, T0 + steps) tokens, or (N, C, T0 + steps)
         frames (NLC: (N, T0 + steps, C)).
+
+    Example:
+        >>> import torch, torchtcn
+        >>> lm = torchtcn.LanguageModel(torchtcn.TCN(16, [16, 16]), vocab_size=50).eval()
+        >>> prompt = torch.tensor([[3, 1, 4], [1, 5, 9]])              # (N, T0) tokens
+        >>> gen = torch.Generator().manual_seed(0)
+        >>> generate(lm, prompt, steps=5, sample="multinomial", generator=gen).shape
+        torch.Size([2, 8])
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
         raise ValueError(f"steps must be an int >= 0, got {steps!r}")

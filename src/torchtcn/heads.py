@@ -35,7 +35,17 @@ class _LinearHead(nn.Module):
 
 
 class LastStepHead(_LinearHead):
-    """Linear map of the last time step: (N, C, T) -> (N, out_features)."""
+    """Linear map of the last time step: (N, C, T) -> (N, out_features).
+
+    The heads are what :class:`SequenceModel` puts on a body (``head="last_step"``,
+    ``"per_step"``, ``"mean"``); on their own they map body outputs.
+
+    Example:
+        >>> import torch
+        >>> h = torch.randn(4, 25, 784)                                # body output (N, C, T)
+        >>> LastStepHead(25, 10)(h).shape, PerStepHead(25, 3)(h).shape, MeanPoolHead(25, 10)(h).shape
+        (torch.Size([4, 10]), torch.Size([4, 3, 784]), torch.Size([4, 10]))
+    """
 
     reads_last_step = True
 
@@ -143,7 +153,7 @@ class SequenceModel(nn.Module):
 
         Example:
             >>> import torchtcn
-            >>> m = SequenceModel(torchtcn.TCN(1, [8, 8]), "last_step", 3)
+            >>> m = SequenceModel(torchtcn.TCN(1, [8, 8], kernel_size=4), "last_step", 3)
             >>> m(torch.randn(2, 1, 10), lengths=torch.tensor([10, 4])).shape
             torch.Size([2, 3])
         """

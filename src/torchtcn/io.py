@@ -43,6 +43,15 @@ def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -
         model: a registered torchtcn model (TCN, LSTM, SequenceModel, LanguageModel, ...).
         path: destination file.
         metadata: extra string key/values to store in the header.
+
+    Example:
+        >>> import os, tempfile, torch, torchtcn
+        >>> model = torchtcn.SequenceModel(torchtcn.TCN(1, [8, 8]), "last_step", 10).eval()
+        >>> path = os.path.join(tempfile.mkdtemp(), "clf.safetensors")
+        >>> save(model, path, metadata={"trained_on": "MNIST"})
+        >>> x = torch.randn(2, 1, 7)
+        >>> torch.equal(load(path)(x), model(x))                       # same outputs, no pickle
+        True
     """
     path = Path(path)
     spec = model_spec(model)
@@ -182,6 +191,14 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
         FileNotFoundError: no file at ``path``.
         ValueError: the file is truncated, corrupted, not a torchtcn model, or its config or
             tensors do not match the architecture it describes; the message names the file.
+
+    Example (a float64 model stays float64; see :func:`save` for a round trip):
+        >>> import os, tempfile, torch, torchtcn
+        >>> path = os.path.join(tempfile.mkdtemp(), "tcn.safetensors")
+        >>> save(torchtcn.TCN(2, [4]).double(), path)
+        >>> model = load(path)
+        >>> model.training, next(model.parameters()).dtype
+        (False, torch.float64)
     """
     path = Path(path)
     if path.is_dir():

@@ -39,7 +39,12 @@ def register_model(name: str, *, sequence_model: bool = True):
 
 
 def available_models() -> list[str]:
-    """Names of the registered sequence models (the ``--model`` choices)."""
+    """Names of the registered sequence models (the ``--model`` choices).
+
+    Example:
+        >>> available_models()
+        ['gru', 'lstm', 'rnn', 'tcn']
+    """
     return sorted(_SEQUENCE_MODELS)
 
 
@@ -51,7 +56,14 @@ def get_model_class(name: str) -> type:
 
 
 def create_model(name: str, **kwargs: Any):
-    """Build the registered model ``name`` with constructor arguments ``kwargs``."""
+    """Build the registered model ``name`` with constructor arguments ``kwargs``.
+
+    Example:
+        >>> import torch
+        >>> lstm = create_model("lstm", in_channels=3, hidden_size=16)
+        >>> lstm(torch.randn(2, 3, 10)).shape                          # (N, C, T) in and out
+        torch.Size([2, 16, 10])
+    """
     return get_model_class(name)(**kwargs)
 
 

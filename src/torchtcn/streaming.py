@@ -349,6 +349,17 @@ class TCNState:
     ``age``: (N,) frames since each stream (re)started, kept for non-causal models whose
     outputs at negative times are masked. Owned by the caller, never in ``state_dict``;
     :func:`step` updates it in place and returns it.
+
+    Example (three streams; stream 1 restarts, then only streams 0 and 2 go on):
+        >>> import torch, torchtcn
+        >>> model = torchtcn.TCN(2, [8, 8], kernel_size=3).eval()
+        >>> state = model.init_state(batch_size=3)
+        >>> y, state = model.step(torch.randn(3, 2, 4), state)        # (N, C_in, t) chunk
+        >>> state = state.reset([1])                                   # as if new
+        >>> state = state.select([0, 2])                               # drop stream 1
+        >>> y, state = model.step(torch.randn(2, 2, 1), state)
+        >>> y.shape, state.batch_size
+        (torch.Size([2, 8, 1]), 2)
     """
 
     def __init__(self, buf, t: int, age, signature, delay: int):

@@ -70,6 +70,13 @@ def mc_predict(model: nn.Module, *inputs, samples: int = 30, **kwargs) -> tuple[
     Returns:
         ``(mean, std)``, each shaped like one output; ``std`` is the sample standard deviation
         (zero everywhere for a model without active dropout).
+
+    Example:
+        >>> import torch, torchtcn
+        >>> clf = torchtcn.SequenceModel(torchtcn.TCN(1, [8, 8], dropout=0.2), "last_step", 3)
+        >>> mean, std = mc_predict(clf, torch.randn(4, 1, 5), samples=20)   # x: (N, C, T)
+        >>> mean.shape, std.shape, bool((std > 0).all())
+        (torch.Size([4, 3]), torch.Size([4, 3]), True)
     """
     if isinstance(samples, bool) or not isinstance(samples, int) or samples < 2:
         raise ValueError(f"samples must be an int >= 2, got {samples!r}")
