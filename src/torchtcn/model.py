@@ -32,7 +32,17 @@ def _one_of(name: str, value, allowed) -> None:
 
 @dataclass(frozen=True)
 class TCNConfig:
-    """Every constructor argument of :class:`TCN`. Frozen: a model's architecture is fixed."""
+    """Every constructor argument of :class:`TCN`. Frozen: a model's architecture is fixed.
+
+    Example (a variant of a model: same architecture, other dropout):
+        >>> import dataclasses
+        >>> model = TCN(1, [25] * 8, kernel_size=7)
+        >>> model.config.channels, model.config.dropout
+        ((25, 25, 25, 25, 25, 25, 25, 25), 0.0)
+        >>> variant = TCN.from_config(dataclasses.replace(model.config, dropout=0.1))
+        >>> variant.config.dropout, variant.receptive_field
+        (0.1, 3061)
+    """
 
     in_channels: int = field(metadata={"help": "input channels (features per time step)"})
     channels: tuple[int, ...] = field(

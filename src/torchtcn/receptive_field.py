@@ -162,7 +162,14 @@ def blocks_for_history(
 def plan_dilations(
     target: int, kernel_size: int, base: int = 2, convs_per_block: int = CONVS_PER_BLOCK
 ) -> list[int]:
-    """Dilations of the shortest ``base**i`` stack that covers ``target`` steps."""
+    """Dilations of the shortest ``base**i`` stack that covers ``target`` steps.
+
+    Example (a last-step classifier over 784 steps, kernel 7):
+        >>> plan_dilations(784, kernel_size=7)
+        [1, 2, 4, 8, 16, 32, 64]
+        >>> receptive_field(7, plan_dilations(784, kernel_size=7))
+        1525
+    """
     return default_dilations(blocks_for_history(target, kernel_size, base, convs_per_block), base)
 
 
