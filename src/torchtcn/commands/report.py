@@ -103,6 +103,9 @@ NOTES = """## How the runs were made
     LSTM's 3.318; stopped there); with JSB's GRU lr, **5e-4 (chosen)**, 4.393 after 9 and
     3.290 at its best epoch, 34 (test 3.336). The run stopped complete after epoch 41, once
     the lr had annealed below `min_lr=1e-6`, set on resume from the epoch-41 checkpoint.
+  - Adding T=600 GRU: the LSTM's preset (Adam 2e-3, cosine over 10 epochs, clip 1.0), not
+    tuned; it left the plateau in epoch 2 (validation 3.7e-4). Epochs 8-10 ran with two torch
+    threads after a `--resume` (the result's `hardware` records the last process).
   - Nottingham RNN: at 2e-3 its validation NLL went 10.79, 11.27, 13.46, 10.82 over epochs
     1-4 (stopped there); at the GRU's **5e-4 (chosen)** 8.86, 7.44, and 4.751 by epoch 24,
     still falling by about 0.03 an epoch when it was stopped for time (a partial row).
