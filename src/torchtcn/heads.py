@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from .baselines import _stream_index
+from .fused import tracing
 from .receptive_field import ReceptiveFieldWarning
 from .registry import model_from_spec, model_spec, register_model
 from .validation import checked_lengths
@@ -352,10 +353,6 @@ class LanguageModelConfig:
             raise ValueError(f"embed_dropout must be in [0, 1), got {self.embed_dropout}")
 
 
-def _tracing_or_compiling() -> bool:
-    return torch.jit.is_tracing() or torch.compiler.is_compiling()
-
-
 @register_model("language_model", sequence_model=False)
 class LanguageModel(nn.Module):
     """Token embedding -> body -> linear decoder at every step.
@@ -421,7 +418,7 @@ class LanguageModel(nn.Module):
             raise ValueError(f"tokens must be 2-D (N, T), got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 or int32, got dtype {tokens.dtype}")
-        if tokens.device.type == "cpu" and tokens.numel() and not _tracing_or_compiling():
+        if tokens.device.type == "cpu" and tokens.numel() and not tracing():
             # Checked eagerly on CPU only: on a GPU reading the extremes back would stall every
             # step, and a traced or compiled graph would break (or bake the check in) here.
             lo, hi = (int(v) for v in torch.aminmax(tokens))
