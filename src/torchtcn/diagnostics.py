@@ -63,13 +63,13 @@ def dependence(model: nn.Module, length: int, t: int, trials: int = 3, train: bo
     in_channels = model.in_channels
     mask = torch.zeros(length, dtype=torch.bool)
     gen = torch.Generator().manual_seed(0)
-    for trial in range(trials * len(PROBE_SCALES)):
-        scale = PROBE_SCALES[trial % len(PROBE_SCALES)]
-        x = scale * torch.randn(2, in_channels, length, generator=gen, dtype=torch.float64)
-        x.requires_grad_(True)
-        y = _from_model_layout(probe(_to_model_layout(x, model)), model)
-        (grad,) = torch.autograd.grad(y[:, :, t].sum(), x)
-        mask |= grad.abs().sum(dim=(0, 1)) > 0
+    for _ in range(trials):
+        for scale in PROBE_SCALES:
+            x = scale * torch.randn(2, in_channels, length, generator=gen, dtype=torch.float64)
+            x.requires_grad_(True)
+            y = _from_model_layout(probe(_to_model_layout(x, model)), model)
+            (grad,) = torch.autograd.grad(y[:, :, t].sum(), x)
+            mask |= grad.abs().sum(dim=(0, 1)) > 0
     return mask
 
 
