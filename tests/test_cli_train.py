@@ -158,6 +158,13 @@ def test_report_command(tmp_path, capsys):
     assert (tmp_path / "docs" / "benchmarks" / "comparison.png").exists()
 
 
+def test_report_refuses_a_missing_results_folder_and_writes_nothing(tmp_path, capsys):
+    md = tmp_path / "benchmarks.md"
+    assert main(["report", "--results-dir", str(tmp_path / "typo"), "--out", str(md)]) != 0
+    assert "no results folder at" in capsys.readouterr().err
+    assert not md.exists()
+
+
 def _has_jsb() -> bool:
     if os.environ.get("TORCHTCN_DATA"):
         return (Path(os.environ["TORCHTCN_DATA"]) / "music" / "JSB_Chorales.mat").exists()

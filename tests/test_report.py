@@ -118,7 +118,16 @@ def test_write_report(tmp_path):
     assert "jsb / gru: 4 of 100 epochs (early stop: lr 2e-11 annealed below min_lr=1e-06)" in ended
     assert "none: every row was made with its task's current preset" in text  # epochs do not count
     assert (tmp_path / "docs" / "benchmarks" / "curves-jsb-rnn.png").exists()
-    assert "_No results yet" in R.write_report(tmp_path / "none", None, tmp_path / "p")
+    (tmp_path / "empty").mkdir()
+    assert "_No results yet" in R.write_report(tmp_path / "empty", None, tmp_path / "p")
+
+
+def test_a_missing_results_folder_is_an_error_not_an_empty_table(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no results folder at"):
+        R.load_results(tmp_path / "none")
+    (tmp_path / "file.json").write_text("{}")
+    with pytest.raises(NotADirectoryError, match="must be a folder"):
+        R.load_results(tmp_path / "file.json")
 
 
 def test_report_names_rows_made_with_other_than_the_current_preset(tmp_path):

@@ -99,11 +99,21 @@ def write_result(record: dict[str, Any], results_dir) -> Path:
 def load_results(results_dir) -> list[dict[str, Any]]:
     """Every result file of ``results_dir``, sorted by task then model (tcn, lstm, gru, rnn).
 
+    An empty folder gives ``[]``; a missing one is an error, so that a mistyped path (or a
+    report run from outside the repository) cannot quietly write an empty table.
+
     Raises:
+        FileNotFoundError / NotADirectoryError: ``results_dir`` is missing or not a folder.
         ValueError: a file is not JSON or lacks a required key (the message names it).
     """
+    folder = Path(results_dir)
+    if not folder.exists():
+        raise FileNotFoundError(f"no results folder at {folder} (write one with "
+                                f"`torchtcn train TASK --results-dir {folder}`)")
+    if not folder.is_dir():
+        raise NotADirectoryError(f"--results-dir must be a folder of result JSON files, got the file {folder}")
     out = []
-    for path in sorted(Path(results_dir).glob("*.json")):
+    for path in sorted(folder.glob("*.json")):
         try:
             rec = json.loads(path.read_text())
         except json.JSONDecodeError as e:
