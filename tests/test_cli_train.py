@@ -56,6 +56,15 @@ def test_threads_flag_sets_torch_threads_and_the_record_says_so(tmp_path, capsys
     assert not (tmp_path / "never").exists()
 
 
+def test_demo_refuses_epochs_below_one_before_training(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--epochs", "0", "--out", str(tmp_path / "demo")])
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    assert "expected a whole number >= 1, found '0'" in captured.err and "training" not in captured.out
+    assert not (tmp_path / "demo").exists()
+
+
 def test_resume_through_the_cli(tmp_path, capsys):
     assert _train(tmp_path, "epochs=1") == 0
     assert _train(tmp_path, "epochs=2", "--resume") == 0

@@ -103,6 +103,13 @@ def test_overrides_are_typed_and_checked():
         task.resolve("tcn", {"optimizer": "lion"})
 
 
+@pytest.mark.parametrize("key", ["n_train", "n_valid", "n_test"])
+def test_synthetic_split_sizes_below_one_name_their_setting(key):
+    task = get_task("adding200")
+    with pytest.raises(ValueError, match=f"{key} must be an int >= 1, found 0"):
+        task.load(task.resolve("tcn", {"T": "20", key: "0"}))
+
+
 def test_synthetic_data_is_seeded_and_splits_differ():
     task = get_task("copy1000")
     spec = task.resolve("tcn", {"T": "20", "n_train": "8", "n_valid": "8", "n_test": "8"})

@@ -24,7 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .train import add_common_run_arguments, torch_threads, train_one
+from .train import add_common_run_arguments, positive_int, torch_threads, train_one
 
 DEMO_TASK = "jsb"
 DEMO_MODELS = ("tcn", "lstm")
@@ -35,7 +35,7 @@ DEMO_THREADS = 1  # the default; see the module docstring
 def add_parser(sub) -> None:
     p = sub.add_parser("demo", help="TCN vs LSTM on JSB Chorales in a few minutes: table + plot",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--epochs", type=int, default=None,
+    p.add_argument("--epochs", type=positive_int, default=None,
                    help="epochs per model (default: the task preset's 100)")
     p.add_argument("--out", default="runs/demo", help="folder for the runs and demo.png")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
@@ -76,7 +76,7 @@ def _run(args: argparse.Namespace) -> int:
     logging.getLogger("torchtcn.train").setLevel(logging.WARNING)  # the table says it all
     records = []
     for model in DEMO_MODELS:
-        print(f"training {model} on {DEMO_TASK} ({args.epochs or 'preset'} epochs) ...", flush=True)
+        print(f"training {model} on {DEMO_TASK} ({'preset' if args.epochs is None else args.epochs} epochs) ...", flush=True)
         # the demo is meant to be run again and again: each run replaces the last one
         record, _ = train_one(DEMO_TASK, model, dict(DEMO_OVERRIDES), data_dir=args.data_dir,
                               out=Path(args.out) / model, overwrite=True, quiet=args.quiet,

@@ -51,12 +51,13 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"],
                    help="where to train (default: the preset's, auto = CUDA when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--threads", type=_positive_int, default=None,
+    p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, one per physical core). On a "
                    "machine busy with other jobs, fewer threads than cores is often much faster")
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (the message quotes what was typed)."""
     try:
         value = int(text)
     except ValueError:

@@ -35,6 +35,9 @@ def _splits(spec: RunSpec, make):
     d = spec.data
     seeds = (d["data_seed"], d["data_seed"] + 1, d["data_seed"] + 2)
     sizes = (d["n_train"], d["n_valid"], d["n_test"])
+    for key, n in zip(("n_train", "n_valid", "n_test"), sizes):  # name the setting, not make()'s `n`
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"{key} must be an int >= 1, found {n!r}")
     return {s: ArrayDataset(*make(n, seed)) for s, n, seed in zip(("train", "valid", "test"), sizes, seeds)}
 
 
