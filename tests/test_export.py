@@ -134,10 +134,84 @@ def test_step_module_in_float64_is_exact():
     torch.testing.assert_close(got, model(x)[:, : 9 - model.stream_delay], rtol=0, atol=1e-12)
 
 
-def test_step_export_needs_a_tcn(tmp_path):
-    clf = SequenceModel(TCN(1, [5]), head="per_step").eval()
-    with pytest.raises(TypeError, match="TCN"):
-        export_step_onnx(clf, tmp_path / "x.onnx")
+WRAPPED = {
+    "per_step": lambda: SequenceModel(TCN(2, [6, 5], kernel_size=3, norm="layer"), "per_step", 3),
+    "last_step NLC non-causal": lambda: SequenceModel(
+        TCN(2, [6, 6], kernel_size=4, layout="NLC", causal=False), "last_step", 4),
+    "language model": lambda: LanguageModel(TCN(8, [12, 8], kernel_size=3), vocab_size=30),
+}
+
+
+def wrapped_input(model, n: int, t: int) -> torch.Tensor:
+    if isinstance(model, LanguageModel):
+        return torch.randint(0, 30, (n, t))
+    return frame(model.body, n, t)
+
+
+@pytest.mark.parametrize("kind", WRAPPED)
+def test_the_step_of_a_head_or_language_model_on_a_tcn_exports(kind, tmp_path):
+    """ONNX, TorchScript and torch.export steps equal the wrapper's own ``step``."""
+    model = WRAPPED[kind]().eval()
+    sess = ort.InferenceSession(str(export_step_onnx(model, tmp_path / "s.onnx", batch_size=2)))
+    names = [i.name for i in sess.get_inputs()]
+    scripted = torch.jit.load(str(export_step_torchscript(model, tmp_path / "s.pt", batch_size=2)))
+    program = torch.export.load(str(export_step_program(model, tmp_path / "s.pt2"))).module()
+    carried = {k: list(initial_step_state(model, 2)) for k in ("onnx", "ts", "ep")}
+    state = model.init_state(2)
+    for _ in range(30):
+        x = wrapped_input(model, 2, 1)
+        with torch.no_grad():
+            y, state = model.step(x, state)
+        y_onnx, *carried["onnx"] = sess.run(None, dict(zip(names, [x.numpy(), *(c.numpy() for c in carried["onnx"])])))
+        carried["onnx"] = [torch.from_numpy(c) for c in carried["onnx"]]
+        y_ts, *carried["ts"] = scripted(x, *carried["ts"])
+        y_ep, *carried["ep"] = program(x, *carried["ep"])
+        np.testing.assert_allclose(y_onnx, y.numpy(), rtol=0, atol=1e-5)
+        torch.testing.assert_close(y_ts, y, rtol=0, atol=1e-5)
+        torch.testing.assert_close(y_ep, y, rtol=0, atol=1e-5)
+    if model.stream_delay == 0:  # the ONNX step's chunk length is dynamic when causal
+        x = wrapped_input(model, 2, 4)
+        with torch.no_grad():
+            y, state = model.step(x, state)
+        y_onnx, *_ = sess.run(None, dict(zip(names, [x.numpy(), *(c.numpy() for c in carried["onnx"])])))
+        np.testing.assert_allclose(y_onnx, y.numpy(), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", WRAPPED)
+def test_wrapped_step_module_in_float64_equals_the_full_forward(kind):
+    model = WRAPPED[kind]().double().eval()
+    step = StepModule(model)
+    carried = list(initial_step_state(model, 2))
+    x = wrapped_input(model, 2, 11)
+    x = x if x.dtype == torch.long else x.double()
+    t_axis = step.x_time_axis
+    outs = []
+    for i in range(11):
+        y, *carried = step(x.narrow(t_axis, i, 1), *carried)
+        outs.append(y)
+    got = torch.cat(outs, 2)
+    delay = model.stream_delay
+    if isinstance(model, SequenceModel) and model.config.head == "last_step":
+        # each frame is the head on the body's output there (the prediction for the
+        # sequence ending there, once the lagging body has seen its lookahead)
+        h = model.body(x)
+        h = h if model.body.layout == "NLC" else h.transpose(1, 2)
+        want = model.head.linear(h).transpose(1, 2)
+    else:
+        want = model(x)
+    torch.testing.assert_close(got[:, :, delay:], want[:, :, : 11 - delay], rtol=0, atol=1e-12)
+
+
+def test_step_export_refuses_what_it_cannot_stream(tmp_path):
+    mean = SequenceModel(TCN(1, [5]), head="mean").eval()
+    with pytest.raises(TypeError, match="head='mean'"):
+        export_step_onnx(mean, tmp_path / "x.onnx")
+    lstm = SequenceModel(torchtcn.create_model("lstm", in_channels=1, hidden_size=4), "per_step").eval()
+    with pytest.raises(TypeError, match="a SequenceModel with a LSTM body"):
+        StepModule(lstm)
+    with pytest.raises(TypeError, match="got Linear"):
+        StepModule(torch.nn.Linear(2, 2))
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_cli_export(tmp_path, capsys):
@@ -149,3 +223,22 @@ def test_cli_export(tmp_path, capsys):
     assert not (out / "step.pt").exists() and not (out / "step.pt2").exists()
     assert "step.onnx" in capsys.readouterr().out
     assert main(["export", str(tmp_path / "m.safetensors"), str(out), "--what", "bogus"]) == 2
+
+
+def test_cli_export_writes_every_artefact_that_applies(tmp_path, capsys):
+    """A model trained by `torchtcn train` is a SequenceModel: its step exports by default;
+    an LSTM's model exports alone (with a note), and asking for its step writes nothing."""
+    torchtcn.save(WRAPPED["per_step"]().eval(), tmp_path / "clf.safetensors")
+    assert main(["export", str(tmp_path / "clf.safetensors"), str(tmp_path / "clf")]) == 0
+    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == [
+        "model.onnx", "step.onnx", "step.pt", "step.pt2"]
+    lstm = SequenceModel(torchtcn.create_model("lstm", in_channels=1, hidden_size=4), "last_step")
+    torchtcn.save(lstm, tmp_path / "lstm.safetensors")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "lstm.safetensors"), str(tmp_path / "lstm")]) == 0
+    assert "note: exporting the full model only" in capsys.readouterr().out
+    assert [p.name for p in (tmp_path / "lstm").iterdir()] == ["model.onnx"]
+    assert main(["export", str(tmp_path / "lstm.safetensors"), str(tmp_path / "lstm2"),
+                 "--what", "model,step"]) == 2
+    assert "use --what model" in capsys.readouterr().err
+    assert not (tmp_path / "lstm2").exists()

@@ -3,7 +3,9 @@
 Two artefacts for deployment outside Python:
 
 * the **full model** (``export_onnx``): (N, C_in, T) -> (N, C_out, T), N and T dynamic;
-* the **streaming step** (``export_step_onnx``, ``export_step_torchscript``): a pure function
+* the **streaming step** (``export_step_onnx``, ``export_step_torchscript``,
+  ``export_step_program``) of a TCN, or of a SequenceModel / LanguageModel on a TCN body
+  (:func:`step_body`): a pure function
   ``(x, state[, age][, cond]) -> (y, new_state[, new_age])``. The state is an explicit tensor
   (N, C_max, slots) holding, for every convolution (and, in non-causal models, every delay
   line), its last ``(k - 1) * d`` inputs in time order; start from zeros
@@ -40,10 +42,28 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-def _require_tcn(model) -> TCN:
-    if not isinstance(model, TCN):
-        raise TypeError(f"the streaming step exports a TCN, got {type(model).__name__}")
-    return model
+def step_body(model: nn.Module) -> TCN:
+    """The TCN whose streaming step :class:`StepModule` exports for ``model``.
+
+    ``model`` is a TCN, a :class:`~torchtcn.SequenceModel` with a TCN body and a per-step or
+    last-step head, or a :class:`~torchtcn.LanguageModel` with a TCN body: the head (or the
+    embedding and decoder) is applied frame by frame around the body's step.
+
+    Raises:
+        TypeError: any other model (the message says which part is not exportable).
+    """
+    from .heads import LanguageModel, SequenceModel  # heads imports the model registry
+
+    body = getattr(model, "body", None) if isinstance(model, (SequenceModel, LanguageModel)) else model
+    if not isinstance(body, TCN):
+        found = type(model).__name__ if body is model or body is None else (
+            f"a {type(model).__name__} with a {type(body).__name__} body")
+        raise TypeError(f"the streaming step exports a TCN, or a SequenceModel / LanguageModel "
+                        f"with a TCN body; got {found}")
+    if isinstance(model, SequenceModel) and model._pools:
+        raise TypeError(f"the streaming step of a SequenceModel with head={model.config.head!r} "
+                        "(a running mean) is not exportable; per_step and last_step heads are")
+    return body
 
 
 class StepModule(nn.Module):
@@ -54,6 +74,10 @@ class StepModule(nn.Module):
     age (N,) int64, cond (N, cond_channels) -> y (N, C_out, t), new_state, [new_age].
     Weights are folded once at construction.
 
+    ``model`` may also be a SequenceModel or LanguageModel with a TCN body (see
+    :func:`step_body`); ``y`` is then what its ``step`` returns: (N, out_features, t) from a
+    per-step or last-step head, or logits (N, vocab_size, t) from tokens x (N, t) int64.
+
     Example:
         >>> model = TCN(1, [8, 8], kernel_size=3).eval()
         >>> step = StepModule(model)
@@ -62,15 +86,35 @@ class StepModule(nn.Module):
         (torch.Size([2, 8, 1]), torch.Size([2, 8, 12]))
     """
 
-    def __init__(self, model: TCN):
+    def __init__(self, model: nn.Module):
         super().__init__()
-        _require_tcn(model)
+        body = step_body(model)
+        # Around the body: a LanguageModel's embedding, and the per-frame linear map of a
+        # SequenceModel's head or a LanguageModel's decoder (every head here is one Linear).
+        wrapped = body is not model
+        self.embedding = getattr(model, "embedding", None) if wrapped else None
+        self.output = None
+        if wrapped:
+            self.output = model.head.linear if hasattr(model, "head") else model.decoder
         was_training = model.training
         model.eval()  # the exported step is inference: eval-mode norms, no dropout
         try:
-            self.plan = streaming.prepare(model)
+            self.plan = streaming.prepare(body)
         finally:
             model.train(was_training)
+
+    @property
+    def x_time_axis(self) -> int:
+        """The time axis of ``x``: 1 for tokens (N, t) and NLC inputs, else 2."""
+        if self.embedding is not None:
+            return 1
+        return 2 if self.plan.layout == "NCL" else 1
+
+    @property
+    def y_time_axis(self) -> int:
+        """The time axis of ``y``: 2 for a head's or decoder's (N, C, t) output, else the body's
+        layout's."""
+        return 2 if self.output is not None or self.plan.layout == "NCL" else 1
 
     @property
     def causal(self) -> bool:
@@ -89,7 +133,10 @@ class StepModule(nn.Module):
         age = None if self.causal else extra[0]
         cond = extra[-1] if self.plan.cond_channels else None
         plan = self.plan
-        h = x if plan.layout == "NCL" else x.transpose(1, 2)
+        if self.embedding is not None:  # tokens (N, t) -> (N, E, t)
+            h = self.embedding(x).transpose(1, 2)
+        else:
+            h = x if plan.layout == "NCL" else x.transpose(1, 2)
         t = h.shape[2]
         new_lines: dict[int, torch.Tensor] = {}
         masks = {}
@@ -139,13 +186,16 @@ class StepModule(nn.Module):
             new_state = torch.cat([new_lines[k] for k in sorted(new_lines)], 2)
         else:
             new_state = state
-        y = h if plan.layout == "NCL" else h.transpose(1, 2)
+        if self.output is not None:  # (N, C, t) -> (N, out, t), frame by frame as in step()
+            y = self.output(h.transpose(1, 2)).transpose(1, 2)
+        else:
+            y = h if plan.layout == "NCL" else h.transpose(1, 2)
         if self.causal:
             return y, new_state
         return y, new_state, age + t
 
 
-def initial_step_state(model: TCN, batch_size: int) -> tuple[torch.Tensor, ...]:
+def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor, ...]:
     """Zero state for the exported step: ``(state,)`` for causal models, ``(state, age)``
     otherwise; state (N, C_max, slots) in the model's dtype, age (N,) int64. (A conditioned
     model's step also takes ``cond``, which is the caller's, not state.)"""
@@ -241,29 +291,28 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
 
 
 def export_step_onnx(
-    model: TCN, path, batch_size: int = 1, chunk: int = 1, opset: int = DEFAULT_OPSET
+    model: nn.Module, path, batch_size: int = 1, chunk: int = 1, opset: int = DEFAULT_OPSET
 ) -> Path:
     """The streaming step as ONNX: inputs ``x``, ``state`` (and ``age``), outputs ``y``,
     ``new_state`` (and ``new_age``); see :class:`StepModule`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
     step = StepModule(model).eval()
     example = _step_example(model, batch_size, chunk)
-    t_axis = 2 if model.layout == "NCL" else 1
     names_in = step.input_names
     names_out = ["y", "new_state"] + ([] if step.causal else ["new_age"])
     axes = {name: {0: "batch"} for name in names_in + names_out}
     if step.causal:
-        axes["x"][t_axis] = axes["y"][t_axis] = "time"
+        axes["x"][step.x_time_axis] = axes["y"][step.y_time_axis] = "time"
     return _onnx_export(step, example, path, names_in, names_out, axes, opset)
 
 
-def _step_example(model: TCN, batch_size: int, chunk: int) -> tuple[torch.Tensor, ...]:
+def _step_example(model: nn.Module, batch_size: int, chunk: int) -> tuple[torch.Tensor, ...]:
     """Example inputs of :class:`StepModule`: x, the zero state (and age), cond if any."""
     return (_example_input(model, batch_size, chunk), *initial_step_state(model, batch_size),
             *_example_cond(model, batch_size))
 
 
-def export_step_torchscript(model: TCN, path, batch_size: int = 1, chunk: int = 1) -> Path:
+def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: int = 1) -> Path:
     """The streaming step as a traced TorchScript module (``torch.jit.load(path)``); same
     signature as :class:`StepModule`. Traced at ``chunk`` frames per call."""
     step = StepModule(model).eval()
@@ -278,7 +327,7 @@ def export_step_torchscript(model: TCN, path, batch_size: int = 1, chunk: int = 
     return path
 
 
-def export_step_program(model: TCN, path, batch_size: int = 2, chunk: int = 1) -> Path:
+def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int = 1) -> Path:
     """The streaming step as a ``torch.export`` program (``.pt2``; load with
     ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
     signature as :class:`StepModule`."""

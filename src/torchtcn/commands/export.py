@@ -11,11 +11,13 @@ from ..export import (
     export_step_onnx,
     export_step_program,
     export_step_torchscript,
+    step_body,
 )
 from ..io import load
-from ..model import TCN
+from .train import positive_int
 
 ARTEFACTS = ("model", "step", "torchscript", "program")
+STEP_ARTEFACTS = ("step", "torchscript", "program")
 
 
 def add_parser(sub) -> None:
@@ -23,7 +25,8 @@ def add_parser(sub) -> None:
         "export",
         help="export a saved model to ONNX (model, streaming step), TorchScript and "
         "torch.export (step)",
-        description="Writes OUT/model.onnx (the full model), and for a TCN OUT/step.onnx, "
+        description="Writes OUT/model.onnx (the full model), and for a TCN (or a SequenceModel "
+        "with a per-step or last-step head, or a LanguageModel, on a TCN body) OUT/step.onnx, "
         "OUT/step.pt (TorchScript) and OUT/step.pt2 (torch.export): the streaming step with "
         "its state as explicit input and output (see docs/streaming.md). "
         "Example: torchtcn export model.safetensors exported/",
@@ -33,31 +36,23 @@ def add_parser(sub) -> None:
     p.add_argument("out", help="output directory")
     p.add_argument(
         "--what",
-        default=",".join(ARTEFACTS),
-        help=f"comma-separated artefacts among {','.join(ARTEFACTS)}",
+        default=None,
+        help=f"comma-separated artefacts among {','.join(ARTEFACTS)} (default: all that apply "
+        "to the model)",
     )
-    p.add_argument("--batch-size", type=int, default=1, help="example batch of the step")
-    p.add_argument("--chunk", type=int, default=1, help="frames per step call (example)")
+    p.add_argument("--batch-size", type=positive_int, default=1, help="example batch of the step")
+    p.add_argument("--chunk", type=positive_int, default=1, help="frames per step call (example)")
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help="ONNX opset")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    what = [w.strip() for w in args.what.split(",") if w.strip()]
-    unknown = sorted(set(what) - set(ARTEFACTS))
-    if unknown:
-        raise ValueError(f"--what must list artefacts among {list(ARTEFACTS)}, got {unknown}")
     model = load(args.path).eval()
+    what = _artefacts(args.what, model)
     out = Path(args.out)
     written = []
     if "model" in what:
         written.append(export_onnx(model, out / "model.onnx", opset=args.opset))
-    step_wanted = {"step", "torchscript", "program"} & set(what)
-    if step_wanted and not isinstance(model, TCN):
-        raise ValueError(
-            f"the streaming step exports a TCN, found {type(model).__name__}; "
-            f"use --what model"
-        )
     if "step" in what:
         written.append(
             export_step_onnx(model, out / "step.onnx", args.batch_size, args.chunk, args.opset)
@@ -70,3 +65,25 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(path)
     return 0
+
+
+def _artefacts(what: str | None, model) -> list[str]:
+    """The artefacts to write, checked before anything is: ``--what`` as given, or by default
+    every artefact that applies to ``model`` (the step ones only when its step exports)."""
+    try:
+        step_body(model)
+        step_error = None
+    except TypeError as e:
+        step_error = e
+    if what is None:
+        if step_error is not None:
+            print(f"note: exporting the full model only ({step_error})")
+            return ["model"]
+        return list(ARTEFACTS)
+    wanted = [w.strip() for w in what.split(",") if w.strip()]
+    unknown = sorted(set(wanted) - set(ARTEFACTS))
+    if unknown or not wanted:
+        raise ValueError(f"--what must list artefacts among {list(ARTEFACTS)}, got {unknown or what!r}")
+    if step_error is not None and set(wanted) & set(STEP_ARTEFACTS):
+        raise ValueError(f"{step_error}; use --what model")
+    return wanted
