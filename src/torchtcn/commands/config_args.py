@@ -10,18 +10,35 @@ from typing import Any
 
 
 def parse_int_list(text: str) -> tuple[int, ...]:
-    """``"25,25,25"``, ``"25*3"`` or ``"32*2,64"`` -> a tuple of ints."""
+    """``"25,25,25"``, ``"25*3"`` or ``"32*2,64"`` -> a tuple of ints.
+
+    Raises:
+        ValueError: a part is not an int, or a repeat count is below 1 (which would drop the
+            part silently).
+    """
     out: list[int] = []
     for part in text.split(","):
         part = part.strip()
         if not part:
             continue
-        if "*" in part:
-            value, times = part.split("*", 1)
-            out += [int(value)] * int(times)
-        else:
-            out.append(int(part))
+        value, _, times = part.partition("*")
+        try:
+            count = int(times) if times else 1
+            item = int(value)
+        except ValueError:
+            raise ValueError(f"expected ints like 25,25 or 25*8, found {part!r}") from None
+        if count < 1:
+            raise ValueError(f"the repeat count in {part!r} must be >= 1, found {count}")
+        out += [item] * count
     return tuple(out)
+
+
+def _int_list_argument(text: str) -> tuple[int, ...]:
+    # argparse shows an ArgumentTypeError's own message (a ValueError's only as "invalid value")
+    try:
+        return parse_int_list(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def _parse_optional_str(text: str) -> str | None:
@@ -55,7 +72,7 @@ def _converter(tp: Any):
     if args == {float, type(None)}:
         return _parse_optional_float
     if typing.get_origin(tp) is tuple or tuple[int, ...] in args:
-        return parse_int_list
+        return _int_list_argument
     raise TypeError(f"no command-line converter for {tp!r}")
 
 
