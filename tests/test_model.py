@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 import torchtcn
-from torchtcn import TCN
+from torchtcn import TCN, TCNConfig
 
 NORMS = ["weight", "batch", "layer", None]
 
@@ -268,3 +268,25 @@ def test_random_dilation_lists():
         model = make_model(channels=[3] * n, dilations=dil, kernel_size=k)
         assert model.receptive_field == 1 + 2 * (k - 1) * sum(dil)
         assert model.dilations == tuple(dil)
+
+
+def test_integers_of_other_libraries_are_stored_as_plain_ints(tmp_path):
+    """numpy / tensor ints (from np.arange, a sweep) build the model; the config holds ints,
+    so it saves as JSON and reloads; floats and bools stay refused."""
+    import json
+
+    import numpy as np
+
+    model = TCN(np.int64(2), np.array([8, 8]), kernel_size=np.int32(3), dilations=torch.tensor([1, 2]),
+                cond_channels=np.int64(0))
+    cfg = model.config
+    assert cfg == TCNConfig(2, (8, 8), kernel_size=3, dilations=(1, 2))
+    assert all(type(v) is int for v in (cfg.in_channels, cfg.kernel_size, *cfg.channels, *cfg.dilations))
+    json.dumps(dataclasses.asdict(cfg))
+    torchtcn.save(model, tmp_path / "m.safetensors")
+    assert torchtcn.load(tmp_path / "m.safetensors").config == cfg
+    lstm = torchtcn.create_model("lstm", in_channels=np.int64(1), hidden_size=np.int64(4))
+    assert type(lstm.config.hidden_size) is int and lstm.rnn.hidden_size == 4
+    for bad in (3.0, True, np.float64(3), torch.tensor(True)):
+        with pytest.raises(TypeError, match="kernel_size must be an int"):
+            TCN(1, [4], kernel_size=bad)

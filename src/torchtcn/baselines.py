@@ -14,7 +14,7 @@ from torch import nn
 
 from .configs import ConfiguredModel
 from .registry import register_model
-from .validation import check_sequence_input
+from .validation import as_int, check_sequence_input
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 
@@ -87,12 +87,8 @@ class RecurrentConfig:
     )
 
     def __post_init__(self):
-        for name in ("in_channels", "hidden_size", "num_layers"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int):
-                raise TypeError(f"{name} must be an int, got {type(v).__name__} {v!r}")
-            if v < 1:
-                raise ValueError(f"{name} must be >= 1, got {v}")
+        for name in ("in_channels", "hidden_size", "num_layers"):  # plain ints, for the JSON
+            object.__setattr__(self, name, as_int(name, getattr(self, name)))
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise TypeError(f"dropout must be a float, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -137,13 +133,15 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
             raise ValueError(
                 f"forget_bias applies to an LSTM's forget gates; a {self.cell.upper()} has "
                 f"none, got forget_bias={forget_bias}")
+        cfg = self._config  # its sizes are plain ints (torch's RNNs refuse numpy ints)
         self.rnn = CELLS[self.cell](
-            in_channels, hidden_size, num_layers, batch_first=True, dropout=dropout
+            cfg.in_channels, cfg.hidden_size, cfg.num_layers, batch_first=True, dropout=dropout
         )
         if forget_bias:
+            h = cfg.hidden_size
             with torch.no_grad():  # gates are ordered (input, forget, cell, output)
-                for k in range(num_layers):
-                    getattr(self.rnn, f"bias_ih_l{k}")[hidden_size : 2 * hidden_size] += forget_bias
+                for k in range(cfg.num_layers):
+                    getattr(self.rnn, f"bias_ih_l{k}")[h : 2 * h] += forget_bias
 
     @property
     def out_channels(self) -> int:

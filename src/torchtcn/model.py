@@ -13,16 +13,9 @@ from .layers import (ACTIVATIONS, DROPOUT_KINDS, GATES, INIT_SCOPES, NORMS, Resi
                      make_activation)
 from .configs import ConfiguredModel
 from .registry import register_model
-from .validation import check_cond, check_sequence_input
+from .validation import as_int, check_cond, check_sequence_input
 
 LAYOUTS = ("NCL", "NLC")
-
-
-def _positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
-    if value < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
 
 
 def _one_of(name: str, value, allowed) -> None:
@@ -90,28 +83,29 @@ class TCNConfig:
     )
 
     def __post_init__(self):
-        _positive_int("in_channels", self.in_channels)
+        # Stored as plain ints (numpy or tensor ints are converted): the config is saved as JSON.
+        object.__setattr__(self, "in_channels", as_int("in_channels", self.in_channels))
         if isinstance(self.channels, (str, bytes)) or not hasattr(self.channels, "__iter__"):
             raise TypeError(f"channels must be a list of ints, got {self.channels!r}")
-        object.__setattr__(self, "channels", tuple(self.channels))
-        if not self.channels:
+        channels = tuple(self.channels)
+        if not channels:
             raise ValueError("channels must list at least one block width, got []")
-        for i, c in enumerate(self.channels):
-            _positive_int(f"channels[{i}]", c)
-        _positive_int("kernel_size", self.kernel_size)
+        object.__setattr__(self, "channels",
+                           tuple(as_int(f"channels[{i}]", c) for i, c in enumerate(channels)))
+        object.__setattr__(self, "kernel_size", as_int("kernel_size", self.kernel_size))
         if self.dilations is not None:
             if isinstance(self.dilations, (str, bytes)) or not hasattr(
                 self.dilations, "__iter__"
             ):
                 raise TypeError(f"dilations must be a list of ints, got {self.dilations!r}")
-            object.__setattr__(self, "dilations", tuple(self.dilations))
-            if len(self.dilations) != len(self.channels):
+            dilations = tuple(self.dilations)
+            if len(dilations) != len(self.channels):
                 raise ValueError(
                     f"dilations must have one entry per block ({len(self.channels)}), "
-                    f"got {len(self.dilations)}: {list(self.dilations)}"
+                    f"got {len(dilations)}: {list(dilations)}"
                 )
-            for i, d in enumerate(self.dilations):
-                _positive_int(f"dilations[{i}]", d)
+            object.__setattr__(self, "dilations",
+                               tuple(as_int(f"dilations[{i}]", d) for i, d in enumerate(dilations)))
         if isinstance(self.dropout, bool) or not isinstance(self.dropout, (int, float)):
             raise TypeError(f"dropout must be a float, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
@@ -125,11 +119,8 @@ class TCNConfig:
         for name in ("causal", "skip_connections", "residual_activation", "low_memory"):
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-        if isinstance(self.cond_channels, bool) or not isinstance(self.cond_channels, int):
-            raise TypeError(f"cond_channels must be an int, got {self.cond_channels!r}")
-        if self.cond_channels < 0:
-            raise ValueError(f"cond_channels must be >= 0 (0: no conditioning), got "
-                             f"{self.cond_channels}")
+        object.__setattr__(self, "cond_channels",
+                           as_int("cond_channels (0: no conditioning)", self.cond_channels, minimum=0))
         if self.init_std is not None and (
             isinstance(self.init_std, bool)
             or not isinstance(self.init_std, (int, float))

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import operator
+
 import torch
+
+
+def as_int(name: str, value, minimum: int = 1) -> int:
+    """``value`` as a Python int ``>= minimum``, for a model's config (which must hold plain
+    ints to be saved as JSON).
+
+    Integers of other libraries are accepted (``np.int64(25)``, an integer 0-d tensor, what a
+    sweep script or ``np.arange`` hands over); bools and floats (``3.0``) are not.
+
+    Example:
+        >>> import numpy as np
+        >>> as_int("kernel_size", np.int64(7))
+        7
+    """
+    if isinstance(value, bool) or (isinstance(value, torch.Tensor) and value.dtype == torch.bool):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}")
+    try:
+        out = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an int, got {type(value).__name__} {value!r}") from None
+    if out < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {out}")
+    return out
 
 
 def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> None:
