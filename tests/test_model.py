@@ -290,3 +290,13 @@ def test_integers_of_other_libraries_are_stored_as_plain_ints(tmp_path):
     for bad in (3.0, True, np.float64(3), torch.tensor(True)):
         with pytest.raises(TypeError, match="kernel_size must be an int"):
             TCN(1, [4], kernel_size=bad)
+
+
+def test_input_of_another_dtype_is_a_clear_error_except_under_autocast():
+    model = TCN(2, [8, 8], kernel_size=3)
+    with pytest.raises(ValueError, match=r"TCN input dtype must be the model's: expected torch.float32, "
+                                         r"found torch.float64 \(convert the input with x.to"):
+        model(torch.randn(1, 2, 5, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
+        assert model(torch.randn(1, 2, 5).bfloat16()).dtype == torch.bfloat16
+    assert model.double()(torch.randn(1, 2, 5, dtype=torch.float64)).dtype == torch.float64

@@ -300,7 +300,8 @@ class TCN(ConfiguredModel, nn.Module):
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """(N, C_in, T) (or NLC) -> (N, C_out, T); ``cond`` (N, cond_channels) is required
         exactly when the model was built with ``cond_channels > 0``."""
-        check_sequence_input(x, self.in_channels, self.layout, "TCN input")
+        dtype = next(self.parameters()).dtype
+        check_sequence_input(x, self.in_channels, self.layout, "TCN input", dtype=dtype)
         check_cond(cond, self._config.cond_channels, x.shape[0], x, "the TCN")
         if self.layout == "NLC":
             x = x.transpose(1, 2)

@@ -30,9 +30,12 @@ def as_int(name: str, value, minimum: int = 1) -> int:
     return out
 
 
-def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> None:
+def check_sequence_input(
+    x, channels: int, layout: str, what: str = "input", dtype: torch.dtype | None = None
+) -> None:
     """Check ``x`` is a floating (N, C, T) tensor (``layout="NCL"``) or (N, T, C) ("NLC") with
-    ``C == channels`` and ``T >= 1``.
+    ``C == channels`` and ``T >= 1``; and, given ``dtype`` (the model's), of that dtype unless
+    autocast is on for ``x``'s device (autocast mixes dtypes on purpose).
 
     Raises:
         TypeError: not a tensor, or not a floating dtype.
@@ -55,6 +58,11 @@ def check_sequence_input(x, channels: int, layout: str, what: str = "input") -> 
         )
     if x.shape[t_dim] < 1:
         raise ValueError(f"{what} must have at least one time step, got shape {tuple(x.shape)}")
+    if dtype is not None and x.dtype != dtype and not torch.is_autocast_enabled(x.device.type):
+        raise ValueError(
+            f"{what} dtype must be the model's: expected {dtype}, found {x.dtype} (convert the "
+            f"input with x.to({dtype}) or the model with model.to({x.dtype}))"
+        )
 
 
 def check_cond(cond, cond_channels: int, batch: int, like: torch.Tensor, what: str) -> None:
