@@ -300,3 +300,9 @@ def test_input_of_another_dtype_is_a_clear_error_except_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
         assert model(torch.randn(1, 2, 5).bfloat16()).dtype == torch.bfloat16
     assert model.double()(torch.randn(1, 2, 5, dtype=torch.float64)).dtype == torch.float64
+
+
+def test_none_spelt_as_a_string_means_no_norm_or_gate():
+    model = TCN(1, [4, 4], norm="none", gate="none")
+    assert model.config.norm is None and model.config.gate is None
+    assert model.config == TCN(1, [4, 4], norm=None, gate=None).config

@@ -110,6 +110,9 @@ class TCNConfig:
             raise TypeError(f"dropout must be a float, got {self.dropout!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        for name in ("norm", "gate"):  # "none", as the help text and the CLI spell it, is None
+            if getattr(self, name) == "none":
+                object.__setattr__(self, name, None)
         _one_of("dropout_kind", self.dropout_kind, DROPOUT_KINDS)
         _one_of("norm", self.norm, NORMS)
         _one_of("activation", self.activation, ACTIVATIONS)
