@@ -49,6 +49,12 @@ def test_loader_keeps_numeric_columns_and_names_every_problem(tmp_path):
         load_series_csv(tmp_path / "s.csv", target=["load"])
     with pytest.raises(FileNotFoundError, match="no CSV file at"):
         load_series_csv(tmp_path / "missing.csv")
+    bad.write_text("step,wave\n0,1\n")
+    with pytest.raises(ValueError, match=r"at least 2 rows of values, found a header and 1 row\(s\)"):
+        load_series_csv(bad)
+    bad.write_text("\n\n")
+    with pytest.raises(ValueError, match="found an empty file"):
+        load_series_csv(bad)
 
 
 def test_chronological_split():

@@ -70,8 +70,9 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
         rows = list(csv.reader(f))
     rows = [r for r in rows if any(cell.strip() for cell in r)]
     if len(rows) < 3:
+        found = "an empty file" if not rows else f"a header and {len(rows) - 1} row(s) of values"
         raise ValueError(f"{path}: expected a header row and at least 2 rows of values, "
-                         f"found {len(rows)} non-empty rows")
+                         f"found {found}")
     header = [name.strip() for name in rows[0]]
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: column names must be unique, found {header}")
