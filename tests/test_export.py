@@ -16,6 +16,7 @@ from torchtcn.export import (
     export_step_program,
     export_step_torchscript,
     initial_step_state,
+    step_module,
 )
 
 ort = pytest.importorskip("onnxruntime")
@@ -139,18 +140,22 @@ WRAPPED = {
     "last_step NLC non-causal": lambda: SequenceModel(
         TCN(2, [6, 6], kernel_size=4, layout="NLC", causal=False), "last_step", 4),
     "language model": lambda: LanguageModel(TCN(8, [12, 8], kernel_size=3), vocab_size=30),
+    "lstm": lambda: torchtcn.LSTM(2, 6, num_layers=2),
+    "gru per_step NLC": lambda: SequenceModel(torchtcn.GRU(2, 5, layout="NLC"), "per_step", 3),
+    "rnn last_step": lambda: SequenceModel(torchtcn.RNN(2, 7), "last_step", 2),
+    "lstm language model": lambda: LanguageModel(torchtcn.LSTM(6, 6), vocab_size=30),
 }
 
 
 def wrapped_input(model, n: int, t: int) -> torch.Tensor:
     if isinstance(model, LanguageModel):
         return torch.randint(0, 30, (n, t))
-    return frame(model.body, n, t)
+    return frame(getattr(model, "body", model), n, t)
 
 
 @pytest.mark.parametrize("kind", WRAPPED)
-def test_the_step_of_a_head_or_language_model_on_a_tcn_exports(kind, tmp_path):
-    """ONNX, TorchScript and torch.export steps equal the wrapper's own ``step``."""
+def test_the_step_of_heads_language_models_and_recurrent_bodies_exports(kind, tmp_path):
+    """ONNX, TorchScript and torch.export steps equal the model's own ``step``."""
     model = WRAPPED[kind]().eval()
     sess = ort.InferenceSession(str(export_step_onnx(model, tmp_path / "s.onnx", batch_size=2)))
     names = [i.name for i in sess.get_inputs()]
@@ -180,7 +185,7 @@ def test_the_step_of_a_head_or_language_model_on_a_tcn_exports(kind, tmp_path):
 @pytest.mark.parametrize("kind", WRAPPED)
 def test_wrapped_step_module_in_float64_equals_the_full_forward(kind):
     model = WRAPPED[kind]().double().eval()
-    step = StepModule(model)
+    step = step_module(model)
     carried = list(initial_step_state(model, 2))
     x = wrapped_input(model, 2, 11)
     x = x if x.dtype == torch.long else x.double()
@@ -189,16 +194,20 @@ def test_wrapped_step_module_in_float64_equals_the_full_forward(kind):
     for i in range(11):
         y, *carried = step(x.narrow(t_axis, i, 1), *carried)
         outs.append(y)
-    got = torch.cat(outs, 2)
-    delay = model.stream_delay
+    got = torch.cat(outs, step.y_time_axis)
+    delay = getattr(model, "stream_delay", 0)
     if isinstance(model, SequenceModel) and model.config.head == "last_step":
         # each frame is the head on the body's output there (the prediction for the
         # sequence ending there, once the lagging body has seen its lookahead)
         h = model.body(x)
         h = h if model.body.layout == "NLC" else h.transpose(1, 2)
         want = model.head.linear(h).transpose(1, 2)
+        if delay == 0:  # and the last frame is the model's prediction for the whole sequence
+            torch.testing.assert_close(got[:, :, -1], model(x), rtol=0, atol=1e-12)
     else:
         want = model(x)
+    if step.y_time_axis == 1:  # a bare NLC body
+        got, want = got.transpose(1, 2), want.transpose(1, 2)
     torch.testing.assert_close(got[:, :, delay:], want[:, :, : 11 - delay], rtol=0, atol=1e-12)
 
 
@@ -206,12 +215,23 @@ def test_step_export_refuses_what_it_cannot_stream(tmp_path):
     mean = SequenceModel(TCN(1, [5]), head="mean").eval()
     with pytest.raises(TypeError, match="head='mean'"):
         export_step_onnx(mean, tmp_path / "x.onnx")
-    lstm = SequenceModel(torchtcn.create_model("lstm", in_channels=1, hidden_size=4), "per_step").eval()
-    with pytest.raises(TypeError, match="a SequenceModel with a LSTM body"):
-        StepModule(lstm)
     with pytest.raises(TypeError, match="got Linear"):
-        StepModule(torch.nn.Linear(2, 2))
+        step_module(torch.nn.Linear(2, 2))
+    with pytest.raises(TypeError, match="use step_module"):
+        StepModule(torchtcn.LSTM(1, 4))
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_an_exported_step_is_a_snapshot_of_the_weights_and_leaves_the_model_mode_alone():
+    model = LanguageModel(torchtcn.LSTM(6, 6, num_layers=2, dropout=0.5), vocab_size=30).train()
+    step = step_module(model)
+    assert model.training and model.body.rnn.training  # untouched
+    assert step.embedding.weight is step.output.weight  # still tied, in one copy
+    x = torch.randint(0, 30, (2, 3))
+    before = step(x, *initial_step_state(model, 2))[0]
+    with torch.no_grad():
+        model.embedding.weight.add_(1.0)
+    torch.testing.assert_close(step(x, *initial_step_state(model, 2))[0], before, rtol=0, atol=0)
 
 
 def test_cli_export(tmp_path, capsys):
@@ -226,19 +246,21 @@ def test_cli_export(tmp_path, capsys):
 
 
 def test_cli_export_writes_every_artefact_that_applies(tmp_path, capsys):
-    """A model trained by `torchtcn train` is a SequenceModel: its step exports by default;
-    an LSTM's model exports alone (with a note), and asking for its step writes nothing."""
-    torchtcn.save(WRAPPED["per_step"]().eval(), tmp_path / "clf.safetensors")
-    assert main(["export", str(tmp_path / "clf.safetensors"), str(tmp_path / "clf")]) == 0
-    assert sorted(p.name for p in (tmp_path / "clf").iterdir()) == [
-        "model.onnx", "step.onnx", "step.pt", "step.pt2"]
-    lstm = SequenceModel(torchtcn.create_model("lstm", in_channels=1, hidden_size=4), "last_step")
-    torchtcn.save(lstm, tmp_path / "lstm.safetensors")
+    """A model trained by `torchtcn train` is a SequenceModel: its step exports by default,
+    an LSTM's too; a mean head's model exports alone (with a note), and asking for its step
+    writes nothing."""
+    everything = ["model.onnx", "step.onnx", "step.pt", "step.pt2"]
+    for name, model in [("clf", WRAPPED["per_step"]()), ("lstm", WRAPPED["rnn last_step"]())]:
+        torchtcn.save(model.eval(), tmp_path / f"{name}.safetensors")
+        assert main(["export", str(tmp_path / f"{name}.safetensors"), str(tmp_path / name)]) == 0
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == everything
+    mean = SequenceModel(TCN(1, [4]), "mean")
+    torchtcn.save(mean, tmp_path / "mean.safetensors")
     capsys.readouterr()
-    assert main(["export", str(tmp_path / "lstm.safetensors"), str(tmp_path / "lstm")]) == 0
+    assert main(["export", str(tmp_path / "mean.safetensors"), str(tmp_path / "mean")]) == 0
     assert "note: exporting the full model only" in capsys.readouterr().out
-    assert [p.name for p in (tmp_path / "lstm").iterdir()] == ["model.onnx"]
-    assert main(["export", str(tmp_path / "lstm.safetensors"), str(tmp_path / "lstm2"),
+    assert [p.name for p in (tmp_path / "mean").iterdir()] == ["model.onnx"]
+    assert main(["export", str(tmp_path / "mean.safetensors"), str(tmp_path / "mean2"),
                  "--what", "model,step"]) == 2
     assert "use --what model" in capsys.readouterr().err
-    assert not (tmp_path / "lstm2").exists()
+    assert not (tmp_path / "mean2").exists()

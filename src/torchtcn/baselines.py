@@ -115,6 +115,7 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
     cell = "lstm"
     receptive_field = None  # unbounded: every output may depend on the whole past
     lookahead = 0
+    stream_delay = 0  # step() outputs are never late (the TCN's contract, for generic callers)
 
     def __init__(
         self,

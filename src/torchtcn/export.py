@@ -4,8 +4,8 @@ Two artefacts for deployment outside Python:
 
 * the **full model** (``export_onnx``): (N, C_in, T) -> (N, C_out, T), N and T dynamic;
 * the **streaming step** (``export_step_onnx``, ``export_step_torchscript``,
-  ``export_step_program``) of a TCN, or of a SequenceModel / LanguageModel on a TCN body
-  (:func:`step_body`): a pure function
+  ``export_step_program``) of a TCN or an LSTM/GRU/RNN, bare or as the body of a
+  SequenceModel / LanguageModel (:func:`step_body`). For a TCN body it is a pure function
   ``(x, state[, age][, cond]) -> (y, new_state[, new_age])``. The state is an explicit tensor
   (N, C_max, slots) holding, for every convolution (and, in non-causal models, every delay
   line), its last ``(k - 1) * d`` inputs in time order; start from zeros
@@ -13,6 +13,8 @@ Two artefacts for deployment outside Python:
   models also carry ``age`` (N,) int64, the frames each stream has seen (zeros at the start);
   their outputs lag by ``stream_delay`` frames exactly as :meth:`TCN.step`'s do.
   Conditioned models (``cond_channels > 0``) take ``cond`` (N, cond_channels) last, in both.
+  For a recurrent body it is ``(x, h[, c]) -> (y, new_h[, new_c])``
+  (:class:`RecurrentStepModule`).
 
 The step module uses the same folded weights as :mod:`torchtcn.streaming` but a shift-buffer
 formulation (``cat`` + ``conv1d``), which exports to plain ONNX operators.
@@ -26,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import warnings
 from pathlib import Path
@@ -35,6 +38,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import streaming
+from .baselines import RecurrentBaseline
 from .model import TCN
 
 log = logging.getLogger(__name__)
@@ -42,12 +46,13 @@ log = logging.getLogger(__name__)
 DEFAULT_OPSET = 17
 
 
-def step_body(model: nn.Module) -> TCN:
-    """The TCN whose streaming step :class:`StepModule` exports for ``model``.
+def step_body(model: nn.Module) -> nn.Module:
+    """The body (a TCN or an LSTM / GRU / RNN baseline) whose streaming step is exported for
+    ``model``.
 
-    ``model`` is a TCN, a :class:`~torchtcn.SequenceModel` with a TCN body and a per-step or
-    last-step head, or a :class:`~torchtcn.LanguageModel` with a TCN body: the head (or the
-    embedding and decoder) is applied frame by frame around the body's step.
+    ``model`` is such a body, a :class:`~torchtcn.SequenceModel` on one with a per-step or
+    last-step head, or a :class:`~torchtcn.LanguageModel` on one: the head (or the embedding
+    and decoder) is applied frame by frame around the body's step.
 
     Raises:
         TypeError: any other model (the message says which part is not exportable).
@@ -55,18 +60,65 @@ def step_body(model: nn.Module) -> TCN:
     from .heads import LanguageModel, SequenceModel  # heads imports the model registry
 
     body = getattr(model, "body", None) if isinstance(model, (SequenceModel, LanguageModel)) else model
-    if not isinstance(body, TCN):
+    if not isinstance(body, (TCN, RecurrentBaseline)):
         found = type(model).__name__ if body is model or body is None else (
             f"a {type(model).__name__} with a {type(body).__name__} body")
-        raise TypeError(f"the streaming step exports a TCN, or a SequenceModel / LanguageModel "
-                        f"with a TCN body; got {found}")
+        raise TypeError(f"the streaming step exports a TCN or an LSTM/GRU/RNN, bare or as the "
+                        f"body of a SequenceModel / LanguageModel; got {found}")
     if isinstance(model, SequenceModel) and model._pools:
         raise TypeError(f"the streaming step of a SequenceModel with head={model.config.head!r} "
                         "(a running mean) is not exportable; per_step and last_step heads are")
     return body
 
 
-class StepModule(nn.Module):
+def step_module(model: nn.Module) -> nn.Module:
+    """The exportable step of ``model``: a :class:`StepModule` for a TCN body, a
+    :class:`RecurrentStepModule` for a recurrent one (see :func:`step_body`)."""
+    if isinstance(step_body(model), TCN):
+        return StepModule(model)
+    return RecurrentStepModule(model)
+
+
+class _FrameIO(nn.Module):
+    """What a wrapper adds around its body's step: a LanguageModel's embedding before it, and
+    after it the per-frame linear map of a SequenceModel's head (every head is one Linear) or
+    a LanguageModel's decoder. Inside, tensors are (N, C, t)."""
+
+    def __init__(self, model: nn.Module, body: nn.Module):
+        super().__init__()
+        wrapped = body is not model
+        self.layout = body.layout
+        embedding = getattr(model, "embedding", None) if wrapped else None
+        output = None
+        if wrapped:
+            output = model.head.linear if hasattr(model, "head") else model.decoder
+        # A snapshot, like the body's folded weights: later training of ``model`` does not
+        # reach an exported step. One deepcopy keeps a tied embedding/decoder weight shared.
+        self.embedding, self.output = copy.deepcopy((embedding, output))
+
+    @property
+    def x_time_axis(self) -> int:
+        """The time axis of ``x``: 1 for tokens (N, t) and NLC inputs, else 2."""
+        return 1 if self.embedding is not None or self.layout == "NLC" else 2
+
+    @property
+    def y_time_axis(self) -> int:
+        """The time axis of ``y``: 2 for a head's or decoder's (N, C, t) output, else the body's
+        layout's."""
+        return 2 if self.output is not None or self.layout == "NCL" else 1
+
+    def _frames_in(self, x: torch.Tensor) -> torch.Tensor:
+        if self.embedding is not None:  # tokens (N, t) -> (N, E, t)
+            return self.embedding(x).transpose(1, 2)
+        return x if self.layout == "NCL" else x.transpose(1, 2)
+
+    def _frames_out(self, h: torch.Tensor) -> torch.Tensor:
+        if self.output is not None:  # (N, C, t) -> (N, out, t), frame by frame as in step()
+            return self.output(h.transpose(1, 2)).transpose(1, 2)
+        return h if self.layout == "NCL" else h.transpose(1, 2)
+
+
+class StepModule(_FrameIO):
     """The streaming step of a TCN as a pure function of explicit tensors.
 
     ``forward(x, state)`` (causal) or ``forward(x, state, age)`` (non-causal), with ``cond``
@@ -87,34 +139,17 @@ class StepModule(nn.Module):
     """
 
     def __init__(self, model: nn.Module):
-        super().__init__()
         body = step_body(model)
-        # Around the body: a LanguageModel's embedding, and the per-frame linear map of a
-        # SequenceModel's head or a LanguageModel's decoder (every head here is one Linear).
-        wrapped = body is not model
-        self.embedding = getattr(model, "embedding", None) if wrapped else None
-        self.output = None
-        if wrapped:
-            self.output = model.head.linear if hasattr(model, "head") else model.decoder
+        if not isinstance(body, TCN):
+            raise TypeError(f"StepModule streams a TCN body, got {type(body).__name__}: use "
+                            "step_module(model), which picks RecurrentStepModule for it")
+        super().__init__(model, body)
         was_training = model.training
         model.eval()  # the exported step is inference: eval-mode norms, no dropout
         try:
             self.plan = streaming.prepare(body)
         finally:
             model.train(was_training)
-
-    @property
-    def x_time_axis(self) -> int:
-        """The time axis of ``x``: 1 for tokens (N, t) and NLC inputs, else 2."""
-        if self.embedding is not None:
-            return 1
-        return 2 if self.plan.layout == "NCL" else 1
-
-    @property
-    def y_time_axis(self) -> int:
-        """The time axis of ``y``: 2 for a head's or decoder's (N, C, t) output, else the body's
-        layout's."""
-        return 2 if self.output is not None or self.plan.layout == "NCL" else 1
 
     @property
     def causal(self) -> bool:
@@ -126,6 +161,11 @@ class StepModule(nn.Module):
         return (["x", "state"] + ([] if self.causal else ["age"])
                 + (["cond"] if self.plan.cond_channels else []))
 
+    @property
+    def output_names(self) -> list[str]:
+        """The outputs ``forward`` returns, in order."""
+        return ["y", "new_state"] + ([] if self.causal else ["new_age"])
+
     def forward(self, x: torch.Tensor, state: torch.Tensor, *extra: torch.Tensor):
         names = self.input_names
         if len(extra) != len(names) - 2:
@@ -133,10 +173,7 @@ class StepModule(nn.Module):
         age = None if self.causal else extra[0]
         cond = extra[-1] if self.plan.cond_channels else None
         plan = self.plan
-        if self.embedding is not None:  # tokens (N, t) -> (N, E, t)
-            h = self.embedding(x).transpose(1, 2)
-        else:
-            h = x if plan.layout == "NCL" else x.transpose(1, 2)
+        h = self._frames_in(x)
         t = h.shape[2]
         new_lines: dict[int, torch.Tensor] = {}
         masks = {}
@@ -186,21 +223,80 @@ class StepModule(nn.Module):
             new_state = torch.cat([new_lines[k] for k in sorted(new_lines)], 2)
         else:
             new_state = state
-        if self.output is not None:  # (N, C, t) -> (N, out, t), frame by frame as in step()
-            y = self.output(h.transpose(1, 2)).transpose(1, 2)
-        else:
-            y = h if plan.layout == "NCL" else h.transpose(1, 2)
+        y = self._frames_out(h)
         if self.causal:
             return y, new_state
         return y, new_state, age + t
 
 
+class RecurrentStepModule(_FrameIO):
+    """The streaming step of an LSTM / GRU / RNN baseline (bare, or the body of a SequenceModel
+    or LanguageModel) as a pure function of explicit tensors.
+
+    ``forward(x, h)`` (GRU, RNN) or ``forward(x, h, c)`` (LSTM) -> ``(y, new_h[, new_c])``;
+    h and c are (N, num_layers, hidden_size), batch first like every other input (the
+    transpose of :class:`~torchtcn.RecurrentState`'s). x and y as for :class:`StepModule`.
+
+    Example:
+        >>> import torchtcn
+        >>> lstm = torchtcn.LSTM(in_channels=2, hidden_size=8).eval()
+        >>> step = RecurrentStepModule(lstm)
+        >>> y, h, c = step(torch.randn(3, 2, 5), *initial_step_state(lstm, 3))
+        >>> y.shape, h.shape
+        (torch.Size([3, 8, 5]), torch.Size([3, 1, 8]))
+    """
+
+    causal = True
+
+    def __init__(self, model: nn.Module):
+        body = step_body(model)
+        if not isinstance(body, RecurrentBaseline):
+            raise TypeError(f"RecurrentStepModule streams an LSTM/GRU/RNN body, got "
+                            f"{type(body).__name__}: use step_module(model)")
+        super().__init__(model, body)
+        self.rnn = copy.deepcopy(body.rnn)  # a snapshot of the weights, as above
+        self.has_cell = body.cell == "lstm"
+        self.train(False)
+
+    @property
+    def input_names(self) -> list[str]:
+        return ["x", "h"] + (["c"] if self.has_cell else [])
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["y", "new_h"] + (["new_c"] if self.has_cell else [])
+
+    def train(self, mode: bool = True):
+        # always inference: no dropout between layers, whatever the caller sets
+        return super().train(False)
+
+    def forward(self, x: torch.Tensor, h: torch.Tensor, *extra: torch.Tensor):
+        if len(extra) != len(self.input_names) - 2:
+            raise TypeError(f"this step takes ({', '.join(self.input_names)}), got "
+                            f"{2 + len(extra)} inputs")
+        seq = self._frames_in(x).transpose(1, 2)  # (N, t, C), as the batch-first RNN takes it
+        hidden = h.transpose(0, 1).contiguous()
+        if self.has_cell:
+            y, (h_new, c_new) = self.rnn(seq, (hidden, extra[0].transpose(0, 1).contiguous()))
+            return self._frames_out(y.transpose(1, 2)), h_new.transpose(0, 1), c_new.transpose(0, 1)
+        y, h_new = self.rnn(seq, hidden)
+        return self._frames_out(y.transpose(1, 2)), h_new.transpose(0, 1)
+
+
 def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor, ...]:
-    """Zero state for the exported step: ``(state,)`` for causal models, ``(state, age)``
-    otherwise; state (N, C_max, slots) in the model's dtype, age (N,) int64. (A conditioned
-    model's step also takes ``cond``, which is the caller's, not state.)"""
-    plan = StepModule(model).plan
+    """Zero state for the exported step, in the model's dtype and device.
+
+    TCN body: ``(state,)`` for causal models, ``(state, age)`` otherwise; state
+    (N, C_max, slots), age (N,) int64. (A conditioned model's step also takes ``cond``,
+    which is the caller's, not state.) Recurrent body: ``(h,)`` or, for an LSTM, ``(h, c)``,
+    each (N, num_layers, hidden_size)."""
+    body = step_body(model)
     p = next(model.parameters())
+    if isinstance(body, RecurrentBaseline):
+        cfg = body.config
+        h = torch.zeros(batch_size, cfg.num_layers, cfg.hidden_size, dtype=p.dtype, device=p.device)
+        return (h, h.clone()) if body.cell == "lstm" else (h,)
+    plan = StepModule(model).plan
     state = torch.zeros(batch_size, plan.c_max, plan.slots, dtype=p.dtype, device=p.device)
     if plan.delay == 0:
         return (state,)
@@ -294,12 +390,13 @@ def export_step_onnx(
     model: nn.Module, path, batch_size: int = 1, chunk: int = 1, opset: int = DEFAULT_OPSET
 ) -> Path:
     """The streaming step as ONNX: inputs ``x``, ``state`` (and ``age``), outputs ``y``,
-    ``new_state`` (and ``new_age``); see :class:`StepModule`. Batch is dynamic; the chunk
+    ``new_state`` (and ``new_age``), or for a recurrent body ``x``, ``h`` (, ``c``) ->
+    ``y``, ``new_h`` (, ``new_c``); see :func:`step_module`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
-    step = StepModule(model).eval()
+    step = step_module(model).eval()
     example = _step_example(model, batch_size, chunk)
     names_in = step.input_names
-    names_out = ["y", "new_state"] + ([] if step.causal else ["new_age"])
+    names_out = step.output_names
     axes = {name: {0: "batch"} for name in names_in + names_out}
     if step.causal:
         axes["x"][step.x_time_axis] = axes["y"][step.y_time_axis] = "time"
@@ -314,8 +411,8 @@ def _step_example(model: nn.Module, batch_size: int, chunk: int) -> tuple[torch.
 
 def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: int = 1) -> Path:
     """The streaming step as a traced TorchScript module (``torch.jit.load(path)``); same
-    signature as :class:`StepModule`. Traced at ``chunk`` frames per call."""
-    step = StepModule(model).eval()
+    signature as :func:`step_module`'s. Traced at ``chunk`` frames per call."""
+    step = step_module(model).eval()
     example = _step_example(model, batch_size, chunk)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -330,14 +427,17 @@ def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: 
 def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int = 1) -> Path:
     """The streaming step as a ``torch.export`` program (``.pt2``; load with
     ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
-    signature as :class:`StepModule`."""
-    step = StepModule(model).eval()
+    signature as :func:`step_module`'s."""
+    step = step_module(model).eval()
     example = _step_example(model, batch_size, chunk)
     batch = torch.export.Dim("batch")
     # forward(x, state, *extra): the extra inputs' specs (if any) nest as one tuple
     extra = tuple({0: batch} for _ in example[2:])
     dynamic = ({0: batch}, {0: batch}) + ((extra,) if extra else ())
-    program = torch.export.export(step, example, dynamic_shapes=dynamic)
+    with warnings.catch_warnings():
+        # nn.LSTM/GRU/RNN re-point their flat weight list while traced; harmless here
+        warnings.filterwarnings("ignore", message=r"The tensor attributes .*_flat_weights")
+        program = torch.export.export(step, example, dynamic_shapes=dynamic)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))
