@@ -353,7 +353,7 @@ def _onnx_export(module, args, path, input_names, output_names, dynamic_axes, op
             opset_version=opset,
             dynamo=False,
         )
-    log.info("wrote %s", path)
+    log.debug("wrote %s", path)
     return path
 
 
@@ -420,7 +420,7 @@ def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: 
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(step, example, check_trace=False)
         traced.save(str(path))
-    log.info("wrote %s", path)
+    log.debug("wrote %s", path)
     return path
 
 
@@ -441,5 +441,5 @@ def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.export.save(program, str(path))
-    log.info("wrote %s", path)
+    log.debug("wrote %s", path)
     return path

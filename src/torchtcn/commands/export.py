@@ -64,7 +64,7 @@ def run(args: argparse.Namespace) -> int:
         batch = max(args.batch_size, 2)  # torch.export specialises a batch of 1
         written.append(export_step_program(model, out / "step.pt2", batch, args.chunk))
     for path in written:
-        print(path)
+        print(f"wrote {path}")
     return 0
 
 
