@@ -116,7 +116,7 @@ NOTES = """## How the runs were made
     From epoch 4 on it sat at the trivial loss 10 ln 8 / (T + 20) = 0.020387 (blanks, then a
     uniform guess among the 8 digits): test 0.020389, digit recall 12.4% (chance 12.5%). The
     paper's LSTM (0.0204) is at the same level, so the row "matches" without learning the task.
-    The RNN (120 units, same preset) did the same: test 0.02039, recall 12.4%, against the
+    The RNN (120 units, same preset) did the same: test 0.02039, recall 12.0%, against the
     paper's 0.0202, which is 0.9% below the trivial loss; not tuned.
   - JSB TCN, the reference script's default architecture (k=5, 4 levels, dropout 0.25:
     882,538 parameters, three times Table 2's 300K): best validation 8.327 at epoch 11, then
