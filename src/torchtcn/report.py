@@ -111,7 +111,7 @@ def load_results(results_dir) -> list[dict[str, Any]]:
         raise FileNotFoundError(f"no results folder at {folder} (write one with "
                                 f"`torchtcn train TASK --results-dir {folder}`)")
     if not folder.is_dir():
-        raise NotADirectoryError(f"--results-dir must be a folder of result JSON files, got the file {folder}")
+        raise NotADirectoryError(f"results_dir must be a folder of result JSON files, got the file {folder}")
     out = []
     for path in sorted(folder.glob("*.json")):
         try:
