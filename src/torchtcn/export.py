@@ -88,6 +88,8 @@ class _FrameIO(nn.Module):
         super().__init__()
         wrapped = body is not model
         self.layout = body.layout
+        p = next(model.parameters())
+        self.state_dtype, self.state_device = p.dtype, p.device  # of the zero state
         embedding = getattr(model, "embedding", None) if wrapped else None
         output = None
         if wrapped:
@@ -165,6 +167,14 @@ class StepModule(_FrameIO):
     def output_names(self) -> list[str]:
         """The outputs ``forward`` returns, in order."""
         return ["y", "new_state"] + ([] if self.causal else ["new_age"])
+
+    def zero_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """``(state,)``, or ``(state, age)`` when non-causal: see :func:`initial_step_state`."""
+        state = torch.zeros(batch_size, self.plan.c_max, self.plan.slots,
+                            dtype=self.state_dtype, device=self.state_device)
+        if self.causal:
+            return (state,)
+        return state, torch.zeros(batch_size, dtype=torch.long, device=self.state_device)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, *extra: torch.Tensor):
         names = self.input_names
@@ -266,6 +276,12 @@ class RecurrentStepModule(_FrameIO):
     def output_names(self) -> list[str]:
         return ["y", "new_h"] + (["new_c"] if self.has_cell else [])
 
+    def zero_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
+        """``(h,)``, or ``(h, c)`` for an LSTM: see :func:`initial_step_state`."""
+        h = torch.zeros(batch_size, self.rnn.num_layers, self.rnn.hidden_size,
+                        dtype=self.state_dtype, device=self.state_device)
+        return (h, h.clone()) if self.has_cell else (h,)
+
     def train(self, mode: bool = True):
         # always inference: no dropout between layers, whatever the caller sets
         return super().train(False)
@@ -290,17 +306,7 @@ def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor,
     (N, C_max, slots), age (N,) int64. (A conditioned model's step also takes ``cond``,
     which is the caller's, not state.) Recurrent body: ``(h,)`` or, for an LSTM, ``(h, c)``,
     each (N, num_layers, hidden_size)."""
-    body = step_body(model)
-    p = next(model.parameters())
-    if isinstance(body, RecurrentBaseline):
-        cfg = body.config
-        h = torch.zeros(batch_size, cfg.num_layers, cfg.hidden_size, dtype=p.dtype, device=p.device)
-        return (h, h.clone()) if body.cell == "lstm" else (h,)
-    plan = StepModule(model).plan
-    state = torch.zeros(batch_size, plan.c_max, plan.slots, dtype=p.dtype, device=p.device)
-    if plan.delay == 0:
-        return (state,)
-    return state, torch.zeros(batch_size, dtype=torch.long, device=p.device)
+    return step_module(model).zero_state(batch_size)
 
 
 def _example_input(model, batch_size: int, length: int) -> torch.Tensor:
@@ -394,7 +400,7 @@ def export_step_onnx(
     ``y``, ``new_h`` (, ``new_c``); see :func:`step_module`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
     step = step_module(model).eval()
-    example = _step_example(model, batch_size, chunk)
+    example = _step_example(step, model, batch_size, chunk)
     names_in = step.input_names
     names_out = step.output_names
     axes = {name: {0: "batch"} for name in names_in + names_out}
@@ -403,9 +409,10 @@ def export_step_onnx(
     return _onnx_export(step, example, path, names_in, names_out, axes, opset)
 
 
-def _step_example(model: nn.Module, batch_size: int, chunk: int) -> tuple[torch.Tensor, ...]:
-    """Example inputs of :class:`StepModule`: x, the zero state (and age), cond if any."""
-    return (_example_input(model, batch_size, chunk), *initial_step_state(model, batch_size),
+def _step_example(step: nn.Module, model: nn.Module, batch_size: int,
+                  chunk: int) -> tuple[torch.Tensor, ...]:
+    """Example inputs of ``step`` (built from ``model``): x, the zero state, cond if any."""
+    return (_example_input(model, batch_size, chunk), *step.zero_state(batch_size),
             *_example_cond(model, batch_size))
 
 
@@ -413,7 +420,7 @@ def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: 
     """The streaming step as a traced TorchScript module (``torch.jit.load(path)``); same
     signature as :func:`step_module`'s. Traced at ``chunk`` frames per call."""
     step = step_module(model).eval()
-    example = _step_example(model, batch_size, chunk)
+    example = _step_example(step, model, batch_size, chunk)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -429,7 +436,7 @@ def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int 
     ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
     signature as :func:`step_module`'s."""
     step = step_module(model).eval()
-    example = _step_example(model, batch_size, chunk)
+    example = _step_example(step, model, batch_size, chunk)
     batch = torch.export.Dim("batch")
     # forward(x, state, *extra): the extra inputs' specs (if any) nest as one tuple
     extra = tuple({0: batch} for _ in example[2:])
