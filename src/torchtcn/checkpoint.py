@@ -41,7 +41,7 @@ from .registry import model_from_spec, model_spec
 
 CHECKPOINT_KEY = "torchtcn_checkpoint"
 CHECKPOINT_VERSION = 1
-_MODEL, _OPTIM, _RNG = "model.", "optimizer.", "rng."
+_MODEL, _AVERAGED, _OPTIM, _RNG = "model.", "averaged.", "optimizer.", "rng."
 
 
 @dataclass
@@ -55,6 +55,7 @@ class Checkpoint:
         scheduler_state: the scheduler's ``state_dict()``, or None.
         rng: ``{"tensors": {...}, "meta": {...}}`` for :func:`set_rng_state`.
         path: where it was read from.
+        averaged: the same architecture with the run's weight average (``ema=...``), or None.
     """
 
     model: torch.nn.Module
@@ -63,6 +64,12 @@ class Checkpoint:
     scheduler_state: dict[str, Any] | None
     rng: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    averaged: torch.nn.Module | None = None
+
+    @property
+    def inference_model(self) -> torch.nn.Module:
+        """The weights the run validated and saved: the average when there is one."""
+        return self.averaged if self.averaged is not None else self.model
 
 
 # --------------------------------------------------------------------------- RNG
@@ -176,12 +183,14 @@ def atomic_write_bytes(path, data: bytes) -> None:
             tmp.unlink()
 
 
-def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_slots: int = 2) -> int:
-    """Upper estimate of a checkpoint's size: the model's tensors plus ``optimizer_slots``
-    tensors per parameter (Adam keeps two moments, SGD with momentum one), plus headroom."""
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_slots: int = 2,
+                              averaged: bool = False) -> int:
+    """Upper estimate of a checkpoint's size: the model's tensors (twice with a weight
+    average) plus ``optimizer_slots`` tensors per parameter (Adam keeps two moments, SGD
+    with momentum one), plus headroom."""
     model_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
-    return model_bytes + optimizer_slots * param_bytes + (1 << 20)
+    return (2 if averaged else 1) * model_bytes + optimizer_slots * param_bytes + (1 << 20)
 
 
 def check_output_dir(folder, need_bytes: int = 0) -> None:
@@ -229,6 +238,7 @@ def save_checkpoint(
     *,
     trainer_state: dict[str, Any] | None = None,
     rng: bool = True,
+    averaged: torch.nn.Module | None = None,
 ) -> None:
     """Write a checkpoint to ``path`` atomically.
 
@@ -238,18 +248,28 @@ def save_checkpoint(
         optimizer, scheduler: saved when given (``state_dict()``; the scheduler's must be JSON).
         trainer_state: JSON-serialisable trainer state (epoch, step, best metric, config, ...).
         rng: also capture the torch/numpy/Python RNG states.
+        averaged: a copy of ``model`` holding a weight average (:class:`torchtcn.averaging.WeightEMA`).
 
     Raises:
         TypeError: ``trainer_state`` or the scheduler state is not JSON-serialisable.
+        ValueError: ``averaged`` has other state-dict keys or shapes than ``model``.
     """
     path = Path(path)
     tensors: dict[str, torch.Tensor] = {}
     model_t, aliases = _model_tensors(model)
     tensors.update({_MODEL + k: v for k, v in model_t.items()})
+    averaged_aliases = None
+    if averaged is not None:
+        avg_t, averaged_aliases = _model_tensors(averaged)
+        shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+        if {k: tuple(v.shape) for k, v in averaged.state_dict().items()} != shapes:
+            raise ValueError("averaged must be a copy of model (same state-dict keys and shapes)")
+        tensors.update({_AVERAGED + k: v for k, v in avg_t.items()})
     doc: dict[str, Any] = {
         "version": CHECKPOINT_VERSION,
         "model": model_spec(model),
         "model_aliases": aliases,
+        "averaged_aliases": averaged_aliases,
         "trainer": trainer_state or {},
         "optimizer": None,
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
@@ -325,28 +345,14 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
                 tensors[k] = f.get_tensor(k)
     except Exception as e:  # safetensors raises its own error types on corrupt data
         raise ValueError(f"{path}: corrupted checkpoint tensors ({e})") from None
-    weights = {k[len(_MODEL):]: v for k, v in tensors.items() if k.startswith(_MODEL)}
-    aliases = doc.get("model_aliases") or {}
-    if not isinstance(aliases, dict):
-        raise ValueError(f"{path}: corrupted checkpoint state (model_aliases is not a dict)")
-    for alias, name in aliases.items():
-        if name in weights:
-            weights[alias] = weights[name]
     # Build on the meta device first and compare shapes: a small crafted file whose spec
     # describes a huge model is rejected before anything is allocated for it.
     skeleton = _build_model(path, doc, "meta")
     expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in weights.items()}
-    if found != expected:
-        wrong = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
-        raise ValueError(f"{path}: weights do not match the stored architecture: {wrong[:5]} "
-                         f"({len(wrong)} tensors missing, unexpected or of another shape)")
-    model = _build_model(path, doc, "cpu")
-    try:
-        model.load_state_dict(weights, strict=True)
-    except RuntimeError as e:
-        raise ValueError(f"{path}: weights do not match the stored architecture ({e})") from None
-    model.to(device)
+    model = _model_with_weights(path, doc, tensors, _MODEL, "model_aliases", expected, device)
+    averaged = None
+    if any(k.startswith(_AVERAGED) for k in tensors):
+        averaged = _model_with_weights(path, doc, tensors, _AVERAGED, "averaged_aliases", expected, device)
     opt = None
     if doc.get("optimizer") is not None:
         opt_t = {k[len(_OPTIM):]: v.to(device) for k, v in tensors.items() if k.startswith(_OPTIM)}
@@ -355,4 +361,29 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     if doc.get("rng") is not None:
         rng = {"tensors": {k[len(_RNG):]: v for k, v in tensors.items() if k.startswith(_RNG)},
                "meta": doc["rng"]}
-    return Checkpoint(model, doc.get("trainer") or {}, opt, doc.get("scheduler"), rng, path)
+    return Checkpoint(model, doc.get("trainer") or {}, opt, doc.get("scheduler"), rng, path, averaged)
+
+
+def _model_with_weights(path: Path, doc: dict, tensors: dict[str, torch.Tensor], prefix: str,
+                        aliases_key: str, expected: dict[str, tuple], device) -> torch.nn.Module:
+    """The stored architecture with the weights under ``prefix`` (checked against ``expected``
+    shapes first, then loaded strictly), on ``device``."""
+    weights = {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+    aliases = doc.get(aliases_key) or {}
+    if not isinstance(aliases, dict):
+        raise ValueError(f"{path}: corrupted checkpoint state ({aliases_key} is not a dict)")
+    for alias, name in aliases.items():
+        if name in weights:
+            weights[alias] = weights[name]
+    found = {k: tuple(v.shape) for k, v in weights.items()}
+    what = "weights" if prefix == _MODEL else "averaged weights"
+    if found != expected:
+        wrong = sorted(k for k in set(found) | set(expected) if found.get(k) != expected.get(k))
+        raise ValueError(f"{path}: {what} do not match the stored architecture: {wrong[:5]} "
+                         f"({len(wrong)} tensors missing, unexpected or of another shape)")
+    model = _build_model(path, doc, "cpu")
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as e:
+        raise ValueError(f"{path}: {what} do not match the stored architecture ({e})") from None
+    return model.to(device)

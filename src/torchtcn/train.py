@@ -51,6 +51,7 @@ from torch import nn
 
 from . import distributed as D
 from . import metrics as M
+from .averaging import WeightEMA
 from .interrupt import GracefulStop
 from .schedules import AnnealOnRegression, CosineOverEpochs
 
@@ -78,6 +79,10 @@ class TrainConfig:
     momentum: float = field(default=0.0, metadata={"help": "SGD / RMSprop momentum"})
     weight_decay: float = field(default=0.0, metadata={"help": "L2 penalty"})
     clip: float | None = field(default=None, metadata={"help": "max gradient norm (none: off)"})
+    ema: float | None = field(default=None, metadata={
+        "help": "decay of an exponential moving average of the weights, which validation, the "
+                "best checkpoint and model.safetensors then use (e.g. 0.999; warmed up as "
+                "min(ema, (1+n)/(10+n)) over the first n steps); none: off"})
     schedule: str = field(default="none", metadata={
         "help": "none | step | plateau | regress (the reference code's: anneal when valid is worse "
                 "than all of the last lr_window epochs, after lr_after epochs) | cosine (from lr "
@@ -119,6 +124,8 @@ class TrainConfig:
             raise ValueError(f"lr must be a positive number, got {self.lr!r}")
         if self.clip is not None and not self.clip > 0:
             raise ValueError(f"clip must be > 0 or None, got {self.clip!r}")
+        if self.ema is not None and (isinstance(self.ema, bool) or not 0.0 < self.ema < 1.0):
+            raise ValueError(f"ema must be a decay in (0, 1) or None, got {self.ema!r}")
         if self.min_lr is not None and not (self.min_lr > 0 and math.isfinite(self.min_lr)):
             raise ValueError(f"min_lr must be a positive number or None, got {self.min_lr!r}")
         if self.time_limit is not None and not self.time_limit > 0:
@@ -239,6 +246,7 @@ class Trainer:
         D.check_batch_size(config.batch_size, self.ctx)
         self.model = model.to(self.device)
         self.train_model = self.wrap_model(self.model)
+        self.ema = WeightEMA(self.model, config.ema) if config.ema is not None else None
         self.optimizer = self.configure_optimizer(self.model)
         self.scheduler = self.configure_scheduler(self.optimizer)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "running": {},
@@ -252,8 +260,15 @@ class Trainer:
 
             # Unwritable or full: fail now, before any work can be lost. Room for last.ckpt,
             # best.ckpt, the temporary copy of an atomic write, and model.safetensors.
-            check_output_dir(self.out_dir, 4 * estimate_checkpoint_bytes(self.model))
+            check_output_dir(self.out_dir, 4 * estimate_checkpoint_bytes(
+                self.model, averaged=self.ema is not None))
             self.writer = M.MetricsWriter(self.out_dir, use_tensorboard=use_tensorboard)
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The weights that are validated, tested and saved: the weight average when
+        ``config.ema`` is set, else the model being trained."""
+        return self.ema.module if self.ema is not None else self.model
 
     # ------------------------------------------------------------------ overridable places
     @property
@@ -334,7 +349,8 @@ class Trainer:
         path = self.out_dir / f"{name}.ckpt"
         try:
             save_checkpoint(path, self.model, self.optimizer, self.scheduler,
-                            trainer_state={**self._trainer_state(), "running": running})
+                            trainer_state={**self._trainer_state(), "running": running},
+                            averaged=self.ema.module if self.ema is not None else None)
         except OSError as e:  # disk full, quota, I/O error: the atomic write kept the old file
             raise OSError(e.errno, f"could not write checkpoint {path} ({e.strerror or e}); the "
                           "previous checkpoint there is intact: free space and run again with "
@@ -362,6 +378,11 @@ class Trainer:
             self.model.load_state_dict(ckpt.model.state_dict())
         except RuntimeError as e:
             raise ValueError(f"{path}: checkpoint weights do not fit this model ({e})") from None
+        if self.ema is not None:
+            if ckpt.averaged is None:
+                raise ValueError(f"{path} holds no weight average, but this run has ema="
+                                 f"{self.config.ema}: resume with the run's own settings")
+            self.ema.load_state_dict(ckpt.averaged.state_dict())
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         if self.scheduler is not None and ckpt.scheduler_state is not None:
@@ -427,6 +448,8 @@ class Trainer:
                 f"non-finite gradient (norm {norm.item()}) at step {self.state['step'] + 1} "
                 f"(epoch {self.state['epoch'] + 1}, batch {self.state['step_in_epoch'] + 1})")
         self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model, updates_before=self.state["step"])
         return totals
 
     def train_epoch(self, started: float) -> str | None:
@@ -470,9 +493,9 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, split: str, model: nn.Module | None = None) -> dict[str, float]:
-        """``{"loss": ..., <metric>: ..., <extra metrics>}`` of ``model`` (default: the one
-        being trained) on ``split``."""
-        model = model if model is not None else self.model
+        """``{"loss": ..., <metric>: ..., <extra metrics>}`` of ``model`` (default:
+        :attr:`eval_model`, the weight average or the model being trained) on ``split``."""
+        model = model if model is not None else self.eval_model
         was_training = model.training
         model.eval()
         ds = self.datasets[split]
@@ -570,7 +593,8 @@ class Trainer:
                 self.log(record)
                 if M.is_better(valid[metric], self.state["best"], metric):
                     self.state["best"], self.state["best_epoch"] = valid[metric], self.state["epoch"]
-                    self._best_weights = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+                    self._best_weights = {k: v.detach().clone()
+                                          for k, v in self.eval_model.state_dict().items()}
                     self.state["wall_seconds"] = wall_before + time.monotonic() - started
                     self.save_checkpoint("best")
                 self.state["wall_seconds"] = wall_before + time.monotonic() - started
@@ -584,13 +608,17 @@ class Trainer:
         return reason
 
     def best_model(self) -> nn.Module:
-        """A copy of the model with the best-validation weights (the current ones if none)."""
+        """A copy of the model with the best-validation weights (the current
+        :attr:`eval_model` weights if none)."""
         weights = self._best_weights
         if weights is None and self.out_dir is not None and (self.out_dir / "best.ckpt").exists():
             from .checkpoint import load_checkpoint
 
-            weights = load_checkpoint(self.out_dir / "best.ckpt", device=self.device).model.state_dict()
-        model = copy.deepcopy(self.model)
+            best = load_checkpoint(self.out_dir / "best.ckpt", device=self.device)
+            weights = best.inference_model.state_dict()
+        if weights is None and self.ema is not None:
+            weights = self.ema.state_dict()
+        model = copy.deepcopy(self.model)  # keeps the trained model's requires_grad flags
         if weights is not None:
             model.load_state_dict(weights)
         return model

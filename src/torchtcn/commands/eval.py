@@ -39,7 +39,7 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     spec = RunSpec(info["task"], info["model"], train, data, info.get("model_kwargs", {}))
     ckpt = load_checkpoint(path)
     datasets = task.load(spec, data_dir)
-    trainer = Trainer(task, ckpt.model, datasets, train, None, quiet=True)
+    trainer = Trainer(task, ckpt.inference_model, datasets, train, None, quiet=True)
     return {"task": task.name, "model": spec.model, "split": split, "metric": task.metric,
             "metrics": trainer.evaluate(split)}
 
