@@ -13,6 +13,9 @@ totals; the :class:`Trainer` does everything else the same way for every task:
   an uninterrupted run would (same weights, bit for bit);
 * metrics to ``metrics.csv`` / ``metrics.jsonl`` (and TensorBoard when installed), progress
   bars with the live loss and metric, learning curves as PNG;
+* optionally (``ema=0.999``) an exponential moving average of the weights
+  (:class:`torchtcn.averaging.WeightEMA`), which is then what is validated, kept as the best
+  model, tested and saved, while the raw weights go on training;
 * a NaN/Inf loss stops the run with the step where it happened, without touching the best
   checkpoint; ``max_steps`` / ``time_limit`` stop it early (the result says ``complete=False``).
 

@@ -34,7 +34,8 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     if not {"task", "model", "train", "data"} <= set(info):
         raise ValueError(f"{path}: the checkpoint does not record its task (written outside torchtcn train?)")
     task = get_task(info["task"])
-    train = config_from_dict({**info["train"], "device": device})
+    # ema off: the checkpoint's inference_model already is the average to score
+    train = config_from_dict({**info["train"], "device": device, "ema": None})
     data = task.stored_data_settings(info["data"])
     spec = RunSpec(info["task"], info["model"], train, data, info.get("model_kwargs", {}))
     ckpt = load_checkpoint(path)
