@@ -15,8 +15,11 @@ which had cut the lr to 1e-8 by epoch 60. The lr is the paper's default 2e-3 rat
 script's 1e-3: JSB validation NLL 8.143 against 8.152 (test 8.199 against 8.202). The
 training loss is the mean over the batch's frames; ``loss_reduction=sum`` gives the reference
 script's per-piece sum, which did not help on JSB (validation 8.156; 8.142 without
-clipping, against the preset's 8.143, inside its seed spread of 8.143 to 8.155; 8.170 with
-the script's lr and no clipping; ``torchtcn report`` lists every variant tried). LSTM,
+clipping, against 8.143 for the mean, inside its seed spread of 8.143 to 8.155; 8.170 with
+the script's lr and no clipping; ``torchtcn report`` lists every variant tried). The JSB TCN
+is validated, tested and saved as an exponential moving average of its weights
+(``ema=0.999``), which lowered its best validation NLL for each of three seeds (8.122 against
+8.143 for the default seed). LSTM,
 GRU and RNN are sized to the model-size column (~300K JSB, ~1M Nottingham) and use the
 same optimizer and clipping; the JSB GRU's lr is 5e-4, chosen on validation, and the
 Nottingham GRU and RNN take it too (at 2e-3 the RNN's validation NLL rose after epoch 1).
@@ -126,7 +129,10 @@ register_task(MusicTask(
     paper=Paper(tcn=8.10, lstm=8.45, gru=8.43, rnn=8.91, size="300K", note="Table 1"),
     train_preset=dict(_TRAIN), data_preset={"data": "JSB_Chorales", "loss_reduction": "mean"},
     # The GRU's lr was chosen on validation NLL: 2e-3 8.447, 1e-3 8.404, 5e-4 8.388, 2.5e-4 8.420.
-    model_presets=_presets({"channels": (150, 150), "kernel_size": 3, "dropout": 0.5},
+    # The TCN validates on a weight average (ema=0.999): best valid NLL 8.122 / 8.139 / 8.138
+    # for seeds 1111 / 2 / 3, against 8.143 / 8.147 / 8.155 for its last iterate.
+    model_presets=_presets({"channels": (150, 150), "kernel_size": 3, "dropout": 0.5,
+                            "train": {"ema": 0.999}},
                            {"lstm": 224, "gru": 262, "rnn": 466}, train={"gru": {"lr": 5e-4}}),
 ))
 register_task(MusicTask(
