@@ -84,8 +84,8 @@ class TrainConfig:
     clip: float | None = field(default=None, metadata={"help": "max gradient norm (none: off)"})
     ema: float | None = field(default=None, metadata={
         "help": "decay of an exponential moving average of the weights, which validation, the "
-                "best checkpoint and model.safetensors then use (e.g. 0.999; warmed up as "
-                "min(ema, (1+n)/(10+n)) over the first n steps); none: off"})
+                "best checkpoint and model.safetensors then use (e.g. 0.999; the decay of step n is "
+                "min(ema, (1+n)/(10+n)), a warm-up that caps 0.999 for 9,000 steps); none: off"})
     schedule: str = field(default="none", metadata={
         "help": "none | step | plateau | regress (the reference code's: anneal when valid is worse "
                 "than all of the last lr_window epochs, after lr_after epochs) | cosine (from lr "
