@@ -165,10 +165,12 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
 # --------------------------------------------------------------------------- torchtcn train under torchrun
 
 # 64 examples in batches of 9: shards of 5 and 4, and an epoch's last batch of 1 example, which
-# leaves rank 1 with nothing (it must still join the all-reduce, with zero weight).
+# leaves rank 1 with nothing (it must still join the all-reduce, with zero weight). With a
+# weight average (ema), so both the raw weights (last.ckpt) and the average (model.safetensors)
+# must come out the same.
 TRAIN_ARGS = ["train", "adding200", "--model", "tcn", "--epochs", "2", "--quiet", "--no-tensorboard",
               "--device", "cpu", "n_train=64", "n_valid=30", "n_test=30", "T=12", "channels=8,8",
-              "kernel_size=3", "batch_size=9", "eval_batch_size=7"]
+              "kernel_size=3", "batch_size=9", "eval_batch_size=7", "ema=0.9"]
 
 
 def _run_record(out):
@@ -176,8 +178,11 @@ def _run_record(out):
 
     from safetensors.torch import load_file
 
+    from torchtcn.checkpoint import load_checkpoint
+
     record = json.loads((out / "adding200-tcn.json").read_text())
-    return record, load_file(str(out / "model.safetensors"))
+    raw = load_checkpoint(out / "last.ckpt").model.state_dict()
+    return record, {**load_file(str(out / "model.safetensors")), **{f"raw.{k}": v for k, v in raw.items()}}
 
 
 def _torchrun(args, env, *launcher, timeout=240, expect_ok=True, gloo_retries=0):
@@ -263,6 +268,8 @@ def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
             torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-5, atol=1e-6, msg=f"{out.name}: {k}")
     # the runs really trained (so equal results are not equal initial weights)
     assert one["history"][1]["train_loss"] < one["history"][0]["train_loss"]
+    # and the saved average is not the raw weights under another name
+    assert any(not torch.equal(v, one_w[f"raw.{k}"]) for k, v in one_w.items() if not k.startswith("raw."))
 
 
 TINY_RUN = {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5", "channels": "4", "kernel_size": "3"}
