@@ -133,7 +133,9 @@ NOTES = """## How the runs were made
     caps both), so the same 8.122 / 8.170; 0.999 with lr 4e-3 8.168 / 8.185. Seeds 2 and 3
     with 0.999: 8.139 / 8.181 and 8.138 / 8.175, against 8.147 / 8.184 and 8.155 / 8.186
     without the average. Lower on validation for all three seeds, so the preset averages;
-    still short of the paper's 8.10.
+    still short of the paper's 8.10. The earlier variants again, now with the average (valid
+    / test): lr 1e-3 8.144 / 8.187; dropout 0.4 8.145 / 8.179; the per-piece summed loss
+    8.137 / 8.179; no clipping 8.152 / 8.176; all worse on validation than the preset's 8.122.
   - Copy memory T=1000 GRU: the preset (RMSprop 5e-4, clip 1.0, 70 units), not tuned. It sat
     at the trivial 0.0204 for the first epochs, then left it: validation 0.0194 at epoch 11,
     0.0172 at 35, best 0.01684 at epoch 48 (test **0.01682**, digit recall 28.7%, chance
