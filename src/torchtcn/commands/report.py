@@ -141,10 +141,11 @@ NOTES = """## How the runs were made
     0.0172 at 35, best 0.01684 at epoch 48 (test **0.01682**, digit recall 28.7%, chance
     12.5%), below the paper's GRU (0.0197). Interrupted once at epoch 19 (SIGINT) and
     continued with `--resume`.
-  - Seq-MNIST LSTM (Table 3's 1x130, RMSprop 1e-3, clip 1.0): 650-920 s per epoch on one
-    thread beside other runs. Validation accuracy 10.6%, 10.8%, 18.4%, 17.9% over epochs 1-4
-    (the loss left chance, 2.30, only in epoch 3); stopped there for time, test 18.78% at
-    its best epoch (3), a partial row (`complete: false`) far from the paper's 87.2%.
+  - Seq-MNIST LSTM (Table 3's 1x130, RMSprop 1e-3, clip 1.0): 650-980 s per epoch on one
+    thread beside other runs. Validation accuracy 10.6%, 10.8%, 18.4%, 17.9%, 18.6%, 20.5%
+    over epochs 1-6 (the loss left chance, 2.30, only in epoch 3); stopped there for time
+    (two sessions, `--resume` between them), test 19.54% at its best epoch (6), a partial
+    row (`complete: false`) far from the paper's 87.2%.
     `torchtcn train seq_mnist --model lstm --resume` continues it.
 - **Data.** Adding: 50,000 / 1,000 / 1,000 sequences with the two marks anywhere in the
   sequence (the reference code's placement); copy memory: 10,000 / 1,000 / 1,000; both from
