@@ -377,14 +377,14 @@ class Trainer:
         if diff:
             raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "
                              "Use another --out folder or the same settings.")
+        if self.ema is not None and ckpt.averaged is None:
+            raise ValueError(f"{path} holds no weight average, but this run has ema="
+                             f"{self.config.ema}: resume with the run's own settings")
         try:
             self.model.load_state_dict(ckpt.model.state_dict())
         except RuntimeError as e:
             raise ValueError(f"{path}: checkpoint weights do not fit this model ({e})") from None
         if self.ema is not None:
-            if ckpt.averaged is None:
-                raise ValueError(f"{path} holds no weight average, but this run has ema="
-                                 f"{self.config.ema}: resume with the run's own settings")
             self.ema.load_state_dict(ckpt.averaged.state_dict())
         if ckpt.optimizer_state is not None:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
