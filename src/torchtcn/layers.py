@@ -11,11 +11,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules import module as _module_globals
-from torch.nn.utils import parametrizations
 from torch.utils.checkpoint import checkpoint
 
 from . import fused
 from .receptive_field import conv_padding
+from .weight_norm import weight_norm
 
 ACTIVATIONS = {
     "relu": nn.ReLU,
@@ -234,7 +234,7 @@ class ConvUnit(nn.Module):
         conv = DilatedConv1d(in_channels, conv_out, kernel_size, dilation, causal)
         init_conv_(conv, init_std)
         if norm == "weight":
-            conv = parametrizations.weight_norm(conv, name="weight", dim=0)
+            conv = weight_norm(conv)  # finite even when a direction decays to zero
         self.conv = conv
         self.norm = make_norm(norm, conv_out)
         self.activation = Gate(gate) if gate else make_activation(activation)
