@@ -15,6 +15,7 @@ from torchtcn.export import (
     export_step_onnx,
     export_step_program,
     export_step_torchscript,
+    export_torchscript,
     initial_step_state,
     step_module,
 )
@@ -93,6 +94,36 @@ def test_onnx_heads(tmp_path):
         x = torch.randn(3, 1, 20)
         np.testing.assert_allclose(sess.run(None, {"x": x.numpy()})[0], clf(x).detach().numpy(),
                                    atol=1e-5)
+
+
+def _full_models():
+    clfs = [SequenceModel(TCN(1, [5, 5]), head=h, out_features=3) for h in ("last_step", "mean")]
+    lm = LanguageModel(TCN(4, [6, 4], kernel_size=3), vocab_size=9)
+    lstm = SequenceModel(torchtcn.LSTM(2, hidden_size=7), head="per_step", out_features=3)
+    return [make(cfg) for cfg in CONFIGS] + clfs + [lm, lstm]
+
+
+@pytest.mark.parametrize("index", range(7))
+def test_torchscript_full_model_matches_forward_at_any_batch_and_length(index, tmp_path):
+    model = _full_models()[index].eval()
+    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "m.pt")))
+    body = getattr(model, "body", model)
+    for n, t in [(1, 1), (3, 5), (2, 16), (4, 57)]:
+        if hasattr(model, "embedding"):
+            x = torch.randint(0, 9, (n, t))
+        else:
+            x = frame(body, n, t)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), model(x), rtol=0, atol=1e-6)
+
+
+def test_torchscript_full_model_takes_cond_and_restores_the_mode(tmp_path):
+    model = TCN(2, [6, 6], kernel_size=3, cond_channels=3, dropout=0.5).train()
+    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "c.pt")))
+    assert model.training
+    x, cond = torch.randn(3, 2, 20), torch.randn(3, 3)
+    with torch.no_grad():
+        torch.testing.assert_close(traced(x, cond), model.eval()(x, cond=cond), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("cfg", CONFIGS)
@@ -249,7 +280,7 @@ def test_cli_export_writes_every_artefact_that_applies(tmp_path, capsys):
     """A model trained by `torchtcn train` is a SequenceModel: its step exports by default,
     an LSTM's too; a mean head's model exports alone (with a note), and asking for its step
     writes nothing."""
-    everything = ["model.onnx", "step.onnx", "step.pt", "step.pt2"]
+    everything = ["model.onnx", "model.pt", "step.onnx", "step.pt", "step.pt2"]
     for name, model in [("clf", WRAPPED["per_step"]()), ("lstm", WRAPPED["rnn last_step"]())]:
         torchtcn.save(model.eval(), tmp_path / f"{name}.safetensors")
         assert main(["export", str(tmp_path / f"{name}.safetensors"), str(tmp_path / name)]) == 0
@@ -259,8 +290,8 @@ def test_cli_export_writes_every_artefact_that_applies(tmp_path, capsys):
     capsys.readouterr()
     assert main(["export", str(tmp_path / "mean.safetensors"), str(tmp_path / "mean")]) == 0
     assert "note: exporting the full model only" in capsys.readouterr().out
-    assert [p.name for p in (tmp_path / "mean").iterdir()] == ["model.onnx"]
+    assert sorted(p.name for p in (tmp_path / "mean").iterdir()) == ["model.onnx", "model.pt"]
     assert main(["export", str(tmp_path / "mean.safetensors"), str(tmp_path / "mean2"),
                  "--what", "model,step"]) == 2
-    assert "use --what model" in capsys.readouterr().err
+    assert "use --what model,model_torchscript" in capsys.readouterr().err
     assert not (tmp_path / "mean2").exists()

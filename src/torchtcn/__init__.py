@@ -27,7 +27,13 @@ from .summary import count_parameters, summary
 from .streaming import TCNState
 from .generate import generate
 from .uncertainty import mc_dropout, mc_predict
-from .export import export_onnx, export_step_onnx, export_step_program, export_step_torchscript
+from .export import (
+    export_onnx,
+    export_step_onnx,
+    export_step_program,
+    export_step_torchscript,
+    export_torchscript,
+)
 
 __version__ = "0.1.0"
 
@@ -66,4 +72,5 @@ __all__ = [
     "export_step_onnx",
     "export_step_torchscript",
     "export_step_program",
+    "export_torchscript",
 ]

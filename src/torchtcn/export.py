@@ -2,7 +2,8 @@
 
 Two artefacts for deployment outside Python:
 
-* the **full model** (``export_onnx``): (N, C_in, T) -> (N, C_out, T), N and T dynamic;
+* the **full model** (``export_onnx``, ``export_torchscript``): (N, C_in, T) -> (N, C_out, T),
+  N and T dynamic;
 * the **streaming step** (``export_step_onnx``, ``export_step_torchscript``,
   ``export_step_program``) of a TCN or an LSTM/GRU/RNN, bare or as the body of a
   SequenceModel / LanguageModel (:func:`step_body`). For a TCN body it is a pure function
@@ -390,6 +391,38 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
         )
     finally:
         model.train(was_training)
+
+
+def export_torchscript(model: nn.Module, path) -> Path:
+    """The full model as a traced TorchScript module (``torch.jit.load(path)``), in eval mode:
+    ``y = module(x)`` (or ``module(x, cond)`` for a conditioned model), any batch and length.
+
+    Traced rather than scripted: the graph of a TCN, its heads and the recurrent baselines
+    does not depend on the input's shape, so one trace serves every (N, T); the eager
+    model's input checks (Python) are not part of it. The model's mode is restored.
+
+    Example:
+        >>> model = TCN(1, [8, 8], kernel_size=3)
+        >>> export_torchscript(model, "model.pt")  # doctest: +SKIP
+        >>> torch.jit.load("model.pt")(torch.randn(4, 1, 100)).shape  # doctest: +SKIP
+        torch.Size([4, 8, 100])
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        cond = _example_cond(model, 2)
+        module = _CondAsInput(model) if cond else model
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # the input checks' shape reads are traced as constants
+            traced = torch.jit.trace(module, (_example_input(model, 2, 16), *cond),
+                                     check_trace=False)
+            traced.save(str(path))
+    finally:
+        model.train(was_training)
+    log.debug("wrote %s", path)
+    return path
 
 
 def export_step_onnx(

@@ -36,8 +36,8 @@ class SafeWeightNorm(nn.Module):
         self.eps = eps
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-        dims = tuple(range(1, weight_v.ndim))
-        norm = torch.linalg.vector_norm(weight_v, dim=dims, keepdim=True)
+        # per output channel, shaped like g (C_out, 1, ..., 1); plain ops, so ONNX exports it
+        norm = torch.linalg.vector_norm(weight_v.flatten(1), dim=1).reshape(weight_g.shape)
         return weight_v * (weight_g / norm.clamp_min(self.eps))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -11,21 +11,22 @@ from ..export import (
     export_step_onnx,
     export_step_program,
     export_step_torchscript,
+    export_torchscript,
     step_body,
 )
 from ..io import load
 from .train import positive_int
 
-ARTEFACTS = ("model", "step", "torchscript", "program")
+ARTEFACTS = ("model", "model_torchscript", "step", "torchscript", "program")
 STEP_ARTEFACTS = ("step", "torchscript", "program")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="export a saved model to ONNX (model, streaming step), TorchScript and "
-        "torch.export (step)",
-        description="Writes OUT/model.onnx (the full model), and for a TCN or LSTM/GRU/RNN "
+        help="export a saved model to ONNX (model, streaming step), TorchScript (model, "
+        "step) and torch.export (step)",
+        description="Writes OUT/model.onnx and OUT/model.pt (TorchScript): the full model, and for a TCN or LSTM/GRU/RNN "
         "(bare, or the body of a SequenceModel with a per-step or last-step head or of a "
         "LanguageModel) OUT/step.onnx, "
         "OUT/step.pt (TorchScript) and OUT/step.pt2 (torch.export): the streaming step with "
@@ -54,6 +55,8 @@ def run(args: argparse.Namespace) -> int:
     written = []
     if "model" in what:
         written.append(export_onnx(model, out / "model.onnx", opset=args.opset))
+    if "model_torchscript" in what:
+        written.append(export_torchscript(model, out / "model.pt"))
     if "step" in what:
         written.append(
             export_step_onnx(model, out / "step.onnx", args.batch_size, args.chunk, args.opset)
@@ -79,12 +82,12 @@ def _artefacts(what: str | None, model) -> list[str]:
     if what is None:
         if step_error is not None:
             print(f"note: exporting the full model only ({step_error})")
-            return ["model"]
+            return ["model", "model_torchscript"]
         return list(ARTEFACTS)
     wanted = [w.strip() for w in what.split(",") if w.strip()]
     unknown = sorted(set(wanted) - set(ARTEFACTS))
     if unknown or not wanted:
         raise ValueError(f"--what must list artefacts among {list(ARTEFACTS)}, got {unknown or what!r}")
     if step_error is not None and set(wanted) & set(STEP_ARTEFACTS):
-        raise ValueError(f"{step_error}; use --what model")
+        raise ValueError(f"{step_error}; use --what model,model_torchscript")
     return wanted
