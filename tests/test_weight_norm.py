@@ -1,5 +1,6 @@
 """The guarded weight norm: equal to torch's where torch's is finite, finite where it is not."""
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.utils import parametrizations
@@ -23,15 +24,17 @@ def test_state_dict_keys_and_shapes_match_torchs_weight_norm():
     assert ours.parametrizations.weight.original0.shape == (6, 1, 1)
 
 
-def test_forward_and_gradients_equal_torchs_in_float64():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_forward_and_gradients_equal_torchs_bit_for_bit(dtype):
     ours, theirs = _pair()
-    x = torch.randn(2, 4, 11, dtype=torch.float64)
+    ours, theirs = ours.to(dtype), theirs.to(dtype)
+    x = torch.randn(2, 4, 11, dtype=dtype)
     out_ours, out_theirs = ours(x), theirs(x)
-    torch.testing.assert_close(out_ours, out_theirs, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out_ours, out_theirs, rtol=0, atol=0)
     out_ours.square().sum().backward()
     out_theirs.square().sum().backward()
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=1e-10, atol=1e-12, msg=name)
+        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
 
 
 def test_init_keeps_the_weight():

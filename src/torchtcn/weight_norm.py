@@ -1,6 +1,7 @@
 """Weight normalisation that stays finite when a direction vector shrinks to zero.
 
-``w = g * v / max(||v||, eps)`` per output channel (Salimans & Kingma 2016). torch's own
+``w = g * v / ||v||`` per output channel (Salimans & Kingma 2016), or ``g * v / eps`` where
+``||v|| <= eps``. torch's own
 ``parametrizations.weight_norm`` divides by ``||v||`` with no guard: under weight decay the
 direction ``v`` of a dead ReLU channel (zero gradient) decays geometrically, its squared
 entries underflow float32 and the weight becomes 0/0 = NaN, which ends training. Here such a
@@ -28,6 +29,9 @@ EPS = 1e-12
 class SafeWeightNorm(nn.Module):
     """The parametrization ``(g, v) -> g * v / max(||v||, eps)``, norms over all but ``dim`` 0.
 
+    Equal to torch's ``weight_norm`` bit for bit (values and gradients) wherever
+    ``||v|| > eps``, so models and runs made with either are interchangeable.
+
     Shapes: ``g`` is (C_out, 1, ..., 1), ``v`` and the result are the weight's shape.
     """
 
@@ -36,9 +40,14 @@ class SafeWeightNorm(nn.Module):
         self.eps = eps
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-        # per output channel, shaped like g (C_out, 1, ..., 1); plain ops, so ONNX exports it
-        norm = torch.linalg.vector_norm(weight_v.flatten(1), dim=1).reshape(weight_g.shape)
-        return weight_v * (weight_g / norm.clamp_min(self.eps))
+        # per output channel, shaped like g (C_out, 1, ..., 1)
+        norm = torch.linalg.vector_norm(weight_v.detach().flatten(1), dim=1).reshape(weight_g.shape)
+        live = norm > self.eps
+        # live channels go through torch's own kernel, so their values and gradients are
+        # bit-identical to torch's weight_norm; dead ones are fed ones there (finite forward
+        # and backward) and take g * v / eps instead
+        safe_v = torch.where(live, weight_v, torch.ones_like(weight_v))
+        return torch.where(live, torch._weight_norm(safe_v, weight_g, 0), weight_v * (weight_g / self.eps))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the same split as torch's weight_norm: g = ||w|| per output channel, v = w
