@@ -110,6 +110,9 @@ NOTES = """## How the runs were made
   - Adding T=600 GRU: the LSTM's preset (Adam 2e-3, cosine over 10 epochs, clip 1.0), not
     tuned; it left the plateau in epoch 2 (validation 3.7e-4). Epochs 8-10 ran with two torch
     threads after a `--resume` (the result's `hardware` records the last process).
+  - Adding T=600 LSTM with `forget_bias=1.0`: validation MSE 0.1604, 0.1619, 0.1617 over
+    epochs 1-3 (the default's 0.1604, 0.1627, 0.1615), on the same plateau; stopped there
+    for time (1,050 s per epoch on one thread beside another run), not adopted.
   - Adding T=600 RNN: the LSTM's preset (Adam 2e-3, cosine over 10 epochs, clip 1.0; 262
     units), not tuned. It never left the plateau: validation MSE 0.160-0.167 from epoch 2 on,
     test 0.1654 at the best validation epoch (4), last-3 mean 0.1652, against the paper's
@@ -144,6 +147,13 @@ NOTES = """## How the runs were made
     non-finite loss (epochs 14 and 9): the decay drives the weight-norm direction of dead ReLU
     channels to zero (row norms down to 1e-21 in the epoch-13 checkpoint), and g v / ||v||
     becomes 0/0. Kernel size 4 (350,638 parameters) 8.174 / 8.219. Neither adopted.
+    The weight norm now takes g v / eps where ||v|| <= 1e-12 (torch's kernel, bit for bit,
+    elsewhere), and both decays ran to the end: 1e-5 8.121 / 8.176 (best at epoch 32; some
+    directions at norm 0 in the last checkpoint), 1e-4 8.129 / 8.189 (epoch 58). The preset
+    rerun the same day, on the same code, 8.119 / 8.180 (epoch 31): the row's run (8.122 /
+    8.170) was made the day before, and the two differ from epoch 1 on (validation 9.3715426
+    against 9.3715425, equal to 7 digits), as floating-point kernels may between machines; the
+    row stays the first run. Weight decay not adopted.
   - Seq-MNIST LSTM with `forget_bias=1.0`: a first run logged validation 16.1% after epoch 1
     (2,022 s on one thread) and was stopped there; a second run of the same command, from
     scratch, gave 10.6%, 11.3%, 10.1% over epochs 1-3 (test 10.28% when stopped), against
