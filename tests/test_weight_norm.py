@@ -24,17 +24,26 @@ def test_state_dict_keys_and_shapes_match_torchs_weight_norm():
     assert ours.parametrizations.weight.original0.shape == (6, 1, 1)
 
 
-@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
-def test_forward_and_gradients_equal_torchs_bit_for_bit(dtype):
+@pytest.mark.parametrize("dtype, tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+def test_forward_and_gradients_equal_torchs_to_rounding(dtype, tol):
     ours, theirs = _pair()
     ours, theirs = ours.to(dtype), theirs.to(dtype)
     x = torch.randn(2, 4, 11, dtype=dtype)
     out_ours, out_theirs = ours(x), theirs(x)
-    torch.testing.assert_close(out_ours, out_theirs, rtol=0, atol=0)
+    torch.testing.assert_close(out_ours, out_theirs, rtol=tol, atol=tol)
     out_ours.square().sum().backward()
     out_theirs.square().sum().backward()
     for (name, p), q in zip(ours.named_parameters(), theirs.parameters()):
-        torch.testing.assert_close(p.grad, q.grad, rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(p.grad, q.grad, rtol=tol, atol=tol, msg=name)
+
+
+def test_saves_no_copy_of_the_weight_for_backward():
+    # what torch's weight_norm keeps (v, g, the norms) and no more: low_memory relies on it
+    from torchtcn.bench.memory import saved_for_backward_bytes
+
+    ours, theirs = _pair()
+    assert saved_for_backward_bytes(lambda: ours.weight.sum()) <= saved_for_backward_bytes(
+        lambda: theirs.weight.sum()) + 2 * 6 * 8
 
 
 def test_init_keeps_the_weight():

@@ -29,8 +29,8 @@ EPS = 1e-12
 class SafeWeightNorm(nn.Module):
     """The parametrization ``(g, v) -> g * v / max(||v||, eps)``, norms over all but ``dim`` 0.
 
-    Equal to torch's ``weight_norm`` bit for bit (values and gradients) wherever
-    ``||v|| > eps``, so models and runs made with either are interchangeable.
+    Equal to torch's ``weight_norm`` up to float rounding (a few ulps: the norm is reduced in
+    another order) wherever ``||v|| > eps``, so models made with either are interchangeable.
 
     Shapes: ``g`` is (C_out, 1, ..., 1), ``v`` and the result are the weight's shape.
     """
@@ -40,14 +40,10 @@ class SafeWeightNorm(nn.Module):
         self.eps = eps
 
     def forward(self, weight_g: torch.Tensor, weight_v: torch.Tensor) -> torch.Tensor:
-        # per output channel, shaped like g (C_out, 1, ..., 1)
-        norm = torch.linalg.vector_norm(weight_v.detach().flatten(1), dim=1).reshape(weight_g.shape)
-        live = norm > self.eps
-        # live channels go through torch's own kernel, so their values and gradients are
-        # bit-identical to torch's weight_norm; dead ones are fed ones there (finite forward
-        # and backward) and take g * v / eps instead
-        safe_v = torch.where(live, weight_v, torch.ones_like(weight_v))
-        return torch.where(live, torch._weight_norm(safe_v, weight_g, 0), weight_v * (weight_g / self.eps))
+        # per output channel, shaped like g (C_out, 1, ..., 1); only per-channel tensors are
+        # saved for backward (torch's _weight_norm kernel would need a guarded copy of v)
+        norm = torch.linalg.vector_norm(weight_v.flatten(1), dim=1).reshape(weight_g.shape)
+        return weight_v * (weight_g / norm.clamp_min(self.eps))
 
     def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         # the same split as torch's weight_norm: g = ||w|| per output channel, v = w

@@ -147,12 +147,15 @@ NOTES = """## How the runs were made
     non-finite loss (epochs 14 and 9): the decay drives the weight-norm direction of dead ReLU
     channels to zero (row norms down to 1e-21 in the epoch-13 checkpoint), and g v / ||v||
     becomes 0/0. Kernel size 4 (350,638 parameters) 8.174 / 8.219. Neither adopted.
-    The weight norm now takes g v / eps where ||v|| <= 1e-12 (torch's kernel, bit for bit,
-    elsewhere), and both decays ran to the end: 1e-5 8.121 / 8.176 (best at epoch 32; some
-    directions at norm 0 in the last checkpoint), 1e-4 8.129 / 8.189 (epoch 58). The preset
-    rerun the same day, on the same code, 8.119 / 8.180 (epoch 31): the row's run (8.122 /
-    8.170) was made the day before, and the two differ from epoch 1 on (validation 9.3715426
-    against 9.3715425, equal to 7 digits), as floating-point kernels may between machines; the
+    The weight norm now takes g v / eps where ||v|| <= 1e-12, and both decays ran to the
+    end: 1e-5 8.121 / 8.176 (best at epoch 32; some directions at norm 0 in the last
+    checkpoint), 1e-4 8.129 / 8.189 (epoch 58). Those two runs and a rerun of the preset,
+    8.119 / 8.180 (epoch 31), used the guard around torch's own kernel, which reproduced
+    torch's weight norm bit for bit on JSB (commit 1830a13); the guard now divides by the
+    clamped norm instead (no weight-sized copy kept for backward), equal to torch's to a few
+    ulps, so a rerun today differs from these at the noise level. The row's run (8.122 /
+    8.170) was made the day before; it and the rerun differ from epoch 1 on (validation
+    9.3715427 against 9.3715425), as floating-point kernels may between machines, and the
     row stays the first run. Weight decay not adopted.
   - Seq-MNIST LSTM with `forget_bias=1.0`: a first run logged validation 16.1% after epoch 1
     (2,022 s on one thread) and was stopped there; a second run of the same command, from
