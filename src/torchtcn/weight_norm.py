@@ -1,11 +1,10 @@
 """Weight normalisation that stays finite when a direction vector shrinks to zero.
 
 ``w = g * v / ||v||`` per output channel (Salimans & Kingma 2016), or ``g * v / eps`` where
-``||v|| <= eps``. torch's own
-``parametrizations.weight_norm`` divides by ``||v||`` with no guard: under weight decay the
-direction ``v`` of a dead ReLU channel (zero gradient) decays geometrically, its squared
-entries underflow float32 and the weight becomes 0/0 = NaN, which ends training. Here such a
-channel's weight goes to zero instead.
+``||v|| <= eps``. torch's own ``parametrizations.weight_norm`` divides by ``||v||`` with no
+guard: under weight decay the direction ``v`` of a dead ReLU channel (zero gradient) decays
+geometrically, its squared entries underflow float32 and the weight becomes 0/0 = NaN, which
+ends training. Here such a channel's weight goes to zero instead.
 
 The parametrization is registered exactly as torch's is (``parametrizations.weight.original0``
 is ``g``, ``original1`` is ``v``), so state dicts and checkpoints are interchangeable.
