@@ -96,27 +96,6 @@ def test_onnx_heads(tmp_path):
                                    atol=1e-5)
 
 
-def _full_models():
-    clfs = [SequenceModel(TCN(1, [5, 5]), head=h, out_features=3) for h in ("last_step", "mean")]
-    lm = LanguageModel(TCN(4, [6, 4], kernel_size=3), vocab_size=9)
-    lstm = SequenceModel(torchtcn.LSTM(2, hidden_size=7), head="per_step", out_features=3)
-    return [make(cfg) for cfg in CONFIGS] + clfs + [lm, lstm]
-
-
-@pytest.mark.parametrize("index", range(7))
-def test_torchscript_full_model_matches_forward_at_any_batch_and_length(index, tmp_path):
-    model = _full_models()[index].eval()
-    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "m.pt")))
-    body = getattr(model, "body", model)
-    for n, t in [(1, 1), (3, 5), (2, 16), (4, 57)]:
-        if hasattr(model, "embedding"):
-            x = torch.randint(0, 9, (n, t))
-        else:
-            x = frame(body, n, t)
-        with torch.no_grad():
-            torch.testing.assert_close(traced(x), model(x), rtol=0, atol=1e-6)
-
-
 def test_torchscript_full_model_takes_cond_and_restores_the_mode(tmp_path):
     model = TCN(2, [6, 6], kernel_size=3, cond_channels=3, dropout=0.5).train()
     traced = torch.jit.load(str(export_torchscript(model, tmp_path / "c.pt")))
@@ -182,6 +161,23 @@ def wrapped_input(model, n: int, t: int) -> torch.Tensor:
     if isinstance(model, LanguageModel):
         return torch.randint(0, 30, (n, t))
     return frame(getattr(model, "body", model), n, t)
+
+
+FULL_MODELS = {
+    **{f"tcn{i}": (lambda cfg=cfg: make(cfg)) for i, cfg in enumerate(CONFIGS)},
+    **WRAPPED,
+    "mean": lambda: SequenceModel(TCN(1, [5, 5]), head="mean", out_features=3),
+}
+
+
+@pytest.mark.parametrize("kind", FULL_MODELS)
+def test_torchscript_full_model_matches_forward_at_any_batch_and_length(kind, tmp_path):
+    model = FULL_MODELS[kind]().eval()
+    traced = torch.jit.load(str(export_torchscript(model, tmp_path / "m.pt")))
+    for n, t in [(1, 1), (3, 5), (2, 16), (4, 57)]:
+        x = wrapped_input(model, n, t)
+        with torch.no_grad():
+            torch.testing.assert_close(traced(x), model(x), rtol=0, atol=1e-6)
 
 
 @pytest.mark.parametrize("kind", WRAPPED)

@@ -38,7 +38,8 @@ def test_forward_and_gradients_equal_torchs_to_rounding(dtype, tol):
 
 
 def test_saves_no_copy_of_the_weight_for_backward():
-    # what torch's weight_norm keeps (v, g, the norms) and no more: low_memory relies on it
+    # what torch's weight_norm keeps (v, g, the norms), plus at most two per-channel float64
+    # tensors (6 channels x 8 bytes): low_memory relies on it
     from torchtcn.bench.memory import saved_for_backward_bytes
 
     ours, theirs = _pair()

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import warnings
@@ -45,6 +46,28 @@ from .model import TCN
 log = logging.getLogger(__name__)
 
 DEFAULT_OPSET = 17
+
+
+@contextlib.contextmanager
+def _eval_mode(model: nn.Module):
+    """``model`` in eval mode inside the block (exports are inference), its mode restored."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _save_trace(module: nn.Module, example: tuple, path) -> Path:
+    """Trace ``module`` on ``example`` and save the TorchScript module at ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # the input checks' shape reads are traced as constants
+        torch.jit.trace(module, example, check_trace=False).save(str(path))
+    log.debug("wrote %s", path)
+    return path
 
 
 def step_body(model: nn.Module) -> nn.Module:
@@ -147,12 +170,8 @@ class StepModule(_FrameIO):
             raise TypeError(f"StepModule streams a TCN body, got {type(body).__name__}: use "
                             "step_module(model), which picks RecurrentStepModule for it")
         super().__init__(model, body)
-        was_training = model.training
-        model.eval()  # the exported step is inference: eval-mode norms, no dropout
-        try:
+        with _eval_mode(model):  # eval-mode norms, no dropout
             self.plan = streaming.prepare(body)
-        finally:
-            model.train(was_training)
 
     @property
     def causal(self) -> bool:
@@ -372,9 +391,7 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
     takes ``"cond"`` (N, cond_channels). The model is exported in eval mode (its mode is
     restored afterwards).
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         x = _example_input(model, 2, 16)
         body = getattr(model, "body", model)
         t_axis = 1 if x.dim() == 2 or body.layout == "NLC" else 2
@@ -389,8 +406,6 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
         return _onnx_export(
             module, (x, *cond), path, names, ["y"], {k: axes[k] for k in names + ["y"]}, opset,
         )
-    finally:
-        model.train(was_training)
 
 
 def export_torchscript(model: nn.Module, path) -> Path:
@@ -407,22 +422,10 @@ def export_torchscript(model: nn.Module, path) -> Path:
         >>> torch.jit.load("model.pt")(torch.randn(4, 1, 100)).shape  # doctest: +SKIP
         torch.Size([4, 8, 100])
     """
-    was_training = model.training
-    model.eval()
-    try:
+    with _eval_mode(model):
         cond = _example_cond(model, 2)
         module = _CondAsInput(model) if cond else model
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # the input checks' shape reads are traced as constants
-            traced = torch.jit.trace(module, (_example_input(model, 2, 16), *cond),
-                                     check_trace=False)
-            traced.save(str(path))
-    finally:
-        model.train(was_training)
-    log.debug("wrote %s", path)
-    return path
+        return _save_trace(module, (_example_input(model, 2, 16), *cond), path)
 
 
 def export_step_onnx(
@@ -453,15 +456,7 @@ def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: 
     """The streaming step as a traced TorchScript module (``torch.jit.load(path)``); same
     signature as :func:`step_module`'s. Traced at ``chunk`` frames per call."""
     step = step_module(model).eval()
-    example = _step_example(step, model, batch_size, chunk)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        traced = torch.jit.trace(step, example, check_trace=False)
-        traced.save(str(path))
-    log.debug("wrote %s", path)
-    return path
+    return _save_trace(step, _step_example(step, model, batch_size, chunk), path)
 
 
 def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int = 1) -> Path:

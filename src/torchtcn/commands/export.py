@@ -27,8 +27,8 @@ def add_parser(sub) -> None:
         help="export a saved model to ONNX (model, streaming step), TorchScript (model, "
         "step) and torch.export (step)",
         description="Writes OUT/model.onnx and OUT/model.pt (TorchScript): the full model, "
-        "and for a TCN or LSTM/GRU/RNN (bare, or the body of a SequenceModel with a per-step or last-step head or of a "
-        "LanguageModel) OUT/step.onnx, "
+        "and for a TCN or LSTM/GRU/RNN (bare, or the body of a SequenceModel with a per-step "
+        "or last-step head or of a LanguageModel) OUT/step.onnx, "
         "OUT/step.pt (TorchScript) and OUT/step.pt2 (torch.export): the streaming step with "
         "its state as explicit input and output (see docs/streaming.md). "
         "Example: torchtcn export model.safetensors exported/",
