@@ -15,6 +15,3 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)

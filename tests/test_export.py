@@ -132,6 +132,27 @@ def test_torch_export_step_matches_eager_step(cfg, tmp_path):
         torch.testing.assert_close(y_ep, y, rtol=0, atol=1e-5)
 
 
+def test_torch_export_step_from_a_batch_of_one(tmp_path):
+    # torch.export turns a size-1 dimension into a constant: the example is widened to 2
+    model = make(CONFIGS[1])
+    step = torch.export.load(str(export_step_program(model, tmp_path / "s.pt2", 1))).module()
+    for n in (1, 4):
+        x, state = frame(model, n), model.init_state(n)
+        y_ep, *_ = step(x, *initial_step_state(model, n))
+        torch.testing.assert_close(y_ep, model.step(x, state)[0], rtol=0, atol=1e-5)
+
+
+def test_export_arguments_are_checked(tmp_path):
+    model = make(CONFIGS[1])
+    with pytest.raises(ValueError, match="batch_size must be >= 1, got 0"):
+        export_step_onnx(model, tmp_path / "s.onnx", batch_size=0)
+    with pytest.raises(TypeError, match="chunk must be an int"):
+        export_step_program(model, tmp_path / "s.pt2", chunk=2.5)
+    with pytest.raises(TypeError, match="torchtcn model .* got Linear"):
+        export_onnx(torch.nn.Linear(2, 3), tmp_path / "m.onnx")
+    assert not list(tmp_path.iterdir())
+
+
 def test_step_module_in_float64_is_exact():
     model = make(CONFIGS[2]).double()
     step = StepModule(model)

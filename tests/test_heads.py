@@ -1,5 +1,6 @@
 import warnings
 
+import numpy as np
 import pytest
 import torch
 
@@ -97,6 +98,34 @@ def test_head_config_errors():
         torchtcn.SequenceModel(body, out_features=0)
     with pytest.raises(TypeError, match="registered torchtcn model"):
         torchtcn.SequenceModel(torch.nn.Conv1d(1, 4, 1))
+
+
+def test_heads_check_their_input():
+    heads = torchtcn.LastStepHead, torchtcn.PerStepHead, torchtcn.MeanPoolHead
+    for head in (cls(3, 2) for cls in heads):
+        with pytest.raises(ValueError, match=r"input must be \(N, 3, T\).*got shape \(3, 5\)"):
+            head(torch.randn(3, 5))
+        with pytest.raises(ValueError, match=r"got shape \(1, 4, 5\)"):
+            head(torch.randn(1, 4, 5))
+        with pytest.raises(TypeError, match="must be a tensor"):
+            head([[1.0]])
+    for head in (torchtcn.LastStepHead(3, 2), torchtcn.MeanPoolHead(3, 2)):  # nothing to read
+        with pytest.raises(ValueError, match="T >= 1"):
+            head(torch.randn(1, 3, 0))
+    assert torchtcn.PerStepHead(3, 2)(torch.randn(1, 3, 0)).shape == (1, 2, 0)
+    with pytest.raises(TypeError, match="in_channels must be an int"):
+        torchtcn.LastStepHead(True, 2)
+
+
+def test_language_model_config_types():
+    body = torchtcn.TCN(4, [4], kernel_size=2)
+    for bad in (1, "no"):  # "no" is truthy: it would tie the weights
+        with pytest.raises(TypeError, match="tie_weights must be a bool"):
+            torchtcn.LanguageModel(body, 9, tie_weights=bad)
+    with pytest.raises(TypeError, match="embed_dropout must be a float"):
+        torchtcn.LanguageModel(body, 9, embed_dropout="a")
+    assert torchtcn.LanguageModel(body, np.int64(9)).config.vocab_size == 9
+    assert torchtcn.SequenceModel(body, "last_step", np.int64(2)).config.out_features == 2
 
 
 @pytest.mark.parametrize("lengths, error, match", [

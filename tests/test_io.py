@@ -135,6 +135,25 @@ def test_config_with_unknown_key_or_wrong_type(saved, tmp_path):
             torchtcn.load(bad)
 
 
+def test_reserved_metadata_keys_are_refused(tmp_path):
+    for key in ("torchtcn_model", "torchtcn_format"):
+        with pytest.raises(ValueError, match=f"{key}' is reserved"):
+            torchtcn.save(torchtcn.TCN(2, [3]), tmp_path / "m.safetensors", metadata={key: "1"})
+    assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("device, match", [
+    ("bogus", "device must be a torch device"),
+    ("meta", "holds no data"),
+    pytest.param("cuda", "CUDA is not available", marks=pytest.mark.skipif(
+        torch.cuda.is_available(), reason="CUDA is available here")),
+])
+def test_a_bad_device_is_not_called_a_bad_file(saved, device, match):
+    _, path = saved
+    with pytest.raises(ValueError, match=match):
+        torchtcn.load(path, device=device)
+
+
 def test_weights_of_another_architecture(tmp_path):
     small = torchtcn.TCN(2, [4], kernel_size=3)
     bad = tmp_path / "mismatch.safetensors"

@@ -81,6 +81,29 @@ def test_stream_equals_full_pass(name):
     torch.testing.assert_close(torch.cat(outs, dim=2), model(x), rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("layout", ["NCL", "NLC"])
+def test_state_contract(name, layout):
+    # every model's state: reset / select with nothing to do, clone, flush, wrong dtype
+    model = build(name, layout)
+    x = torch.randn(3, 3, 8, dtype=torch.float64)
+    x = x if layout == "NCL" else x.transpose(1, 2)
+    t_dim = 2 if layout == "NCL" else 1
+    state = model.init_state(3)
+    y1, state = model.step(x.narrow(t_dim, 0, 4), state)
+    copy = state.clone()
+    assert state.reset([]) is state and state.reset(torch.zeros(3, dtype=torch.bool)) is state
+    assert state.select([]).batch_size == 0
+    y2, state = model.step(x.narrow(t_dim, 4, 4), state)
+    again, _ = model.step(x.narrow(t_dim, 4, 4), copy)  # the clone is untouched by the step
+    torch.testing.assert_close(again, y2, rtol=0, atol=0)
+    tail, state = model.flush(state)
+    assert tail.shape[0] == 3 and tail.shape[t_dim] == getattr(model, "stream_delay", 0)
+    with pytest.raises(ValueError, match="float32"):
+        model.step(x.narrow(t_dim, 0, 1), build(name, layout).float().init_state(3))
+    with pytest.raises(TypeError, match="batch_size must be an int"):
+        model.init_state(2.0)
+
+
 def test_bad_input_rejected(name):
     model = build(name)
     with pytest.raises(ValueError, match="channels"):

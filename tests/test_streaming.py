@@ -247,6 +247,31 @@ def test_weights_changed_after_init_state_are_picked_up():
     torch.testing.assert_close(stream(model, x, [1] * 6, state), model(x), rtol=0, atol=1e-10)
 
 
+def test_weights_given_new_storage_after_init_state_are_picked_up():
+    # vector_to_parameters assigns p.data: no version bump, but new storage
+    from torch.nn.utils import parameters_to_vector, vector_to_parameters
+    model = make(10, in_channels=1, channels=[3, 3], kernel_size=3)
+    state = model.init_state(1)
+    vector_to_parameters(parameters_to_vector(model.parameters()) * 1.5, model.parameters())
+    x = inputs(model, 1, 6, 10)
+    torch.testing.assert_close(stream(model, x, [1] * 6, state), model(x), rtol=0, atol=1e-10)
+
+
+def test_a_state_stepped_in_and_out_of_inference_mode():
+    model = make(11, in_channels=1, channels=[3, 3], kernel_size=3)
+    x = inputs(model, 2, 6, 11)
+    state = model.init_state(2)
+    with torch.inference_mode():
+        # single frames: the fast path makes its work tensors here, as inference tensors
+        first = stream(model, x[:, :, :3], [1, 1, 1], state, flush=False)
+    rest = stream(model, x[:, :, 3:], [1, 1, 1], state)
+    torch.testing.assert_close(torch.cat([first, rest], 2), model(x), rtol=0, atol=1e-10)
+    with torch.inference_mode():
+        made_inside = model.init_state(2)
+    with pytest.raises(ValueError, match="inference_mode"):
+        model.step(x[:, :, :1], made_inside)
+
+
 def test_input_requiring_grad_streams_without_a_graph():
     model = make(11, in_channels=1, channels=[3], kernel_size=3)
     x = inputs(model, 1, 4, 11).requires_grad_()

@@ -324,6 +324,39 @@ def test_low_memory_gradients_equal_default_with_dropout(cfg):
     torch.testing.assert_close(r1, r2, rtol=0, atol=0)
 
 
+def test_low_memory_batch_norm_counts_each_batch_once():
+    # the recompute in backward sees the batch again; the running statistics must not
+    models = [make(norm="batch", low_memory=lm) for lm in (False, True)]
+    models[1].load_state_dict(models[0].state_dict())
+    x = input_for(models[0])
+    for m in models:
+        torch.manual_seed(7)  # the same dropout masks in both
+        for _ in range(2):
+            m(x).sum().backward()
+    plain, lean = (dict(m.named_buffers()) for m in models)
+    assert int(lean["blocks.0.unit1.norm.num_batches_tracked"]) == 2
+    for name, value in plain.items():
+        torch.testing.assert_close(lean[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_low_memory_backward_after_leaving_fused_disabled():
+    # the recompute replays the path the forward took, not the one in force at backward
+    model = make(low_memory=True, dropout=0.3)
+    reference = make(dropout=0.3)
+    reference.load_state_dict(model.state_dict())
+    x = input_for(model)
+    results = []
+    for m in (reference, model):
+        torch.manual_seed(3)
+        with fused.disabled():
+            out = m(x)
+        results.append((out, grads_of(m, x, out)))
+    (o1, g1), (o2, g2) = results
+    torch.testing.assert_close(o1, o2, rtol=0, atol=0)
+    for a, b in zip(g1, g2):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
 def test_low_memory_keeps_far_less_for_backward():
     kw = dict(in_channels=1, channels=[16] * 4, kernel_size=5, dropout=0.05)
     length = 300

@@ -7,6 +7,7 @@ the benchmark treat every model alike.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -22,6 +23,9 @@ CELLS = {"lstm": nn.LSTM, "gru": nn.GRU, "rnn": nn.RNN}
 def _stream_index(streams, batch_size: int, device) -> torch.Tensor:
     """Normalise an index list or a bool mask of streams into a LongTensor of indices."""
     idx = torch.as_tensor(streams, device=device)
+    if idx.numel() == 0 and idx.dim() == 1 and idx.dtype != torch.bool:
+        # torch.as_tensor([]) is float32: an empty list means "no streams", not a float index
+        return idx.long()
     if idx.dtype == torch.bool:
         if idx.shape != (batch_size,):
             raise ValueError(
@@ -66,6 +70,11 @@ class RecurrentState:
         c = None if self.c is None else self.c[:, idx].clone()
         return RecurrentState(self.h[:, idx].clone(), c, self.model_signature)
 
+    def clone(self) -> RecurrentState:
+        """An independent copy (``step`` returns a new state, but a caller may edit ``h``)."""
+        c = None if self.c is None else self.c.clone()
+        return RecurrentState(self.h.clone(), c, self.model_signature)
+
     def to(self, device) -> RecurrentState:
         c = None if self.c is None else self.c.to(device)
         return RecurrentState(self.h.to(device), c, self.model_signature)
@@ -97,6 +106,8 @@ class RecurrentConfig:
             raise ValueError(f"layout must be one of ['NCL', 'NLC'], got {self.layout!r}")
         if isinstance(self.forget_bias, bool) or not isinstance(self.forget_bias, (int, float)):
             raise TypeError(f"forget_bias must be a float, got {self.forget_bias!r}")
+        if not math.isfinite(self.forget_bias):
+            raise ValueError(f"forget_bias must be finite, got {self.forget_bias}")
 
 
 class RecurrentBaseline(ConfiguredModel, nn.Module):
@@ -164,8 +175,7 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
 
     def init_state(self, batch_size: int) -> RecurrentState:
         """Zero state for ``batch_size`` streams, on the model's device and dtype."""
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = as_int("batch_size", batch_size)  # TypeError for 2.0 / True
         p = next(self.parameters())
         shape = (self._config.num_layers, batch_size, self._config.hidden_size)
         h = torch.zeros(shape, dtype=p.dtype, device=p.device)
@@ -185,11 +195,25 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
             raise ValueError(f"chunk batch size {n} differs from the state's {state.batch_size}")
         if isinstance(x, torch.Tensor) and x.device != state.h.device:
             raise ValueError(f"chunk is on {x.device}, state on {state.h.device}")
+        dtype = next(self.parameters()).dtype
+        if state.h.dtype != dtype:
+            raise ValueError(f"state is {state.h.dtype} but the model is {dtype}: make the state "
+                             f"with this model's init_state after any .to(dtype)")
         hidden = (state.h, state.c) if self.cell == "lstm" else state.h
         y, hidden = self._run(x, hidden)
         if self.cell == "lstm":
             return y, RecurrentState(hidden[0], hidden[1], state.model_signature)
         return y, RecurrentState(hidden, None, state.model_signature)
+
+    def flush(self, state: RecurrentState):
+        """End the streams: ``(y, state)`` with y empty (N, hidden, 0), as a recurrent model has
+        no delayed frames; the same call as ``TCN.flush`` so callers treat every model alike."""
+        if not isinstance(state, RecurrentState):
+            raise TypeError(f"expected a RecurrentState, got {type(state).__name__}")
+        y = state.h.new_zeros(state.batch_size, self.out_channels, 0)
+        if self.layout == "NLC":
+            y = y.transpose(1, 2)
+        return y, state
 
 
 @register_model("lstm")

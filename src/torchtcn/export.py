@@ -42,6 +42,7 @@ from torch import nn
 from . import streaming
 from .baselines import RecurrentBaseline
 from .model import TCN
+from .validation import as_int
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +331,13 @@ def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor,
 
 
 def _example_input(model, batch_size: int, length: int) -> torch.Tensor:
+    body = getattr(model, "body", model)
+    if not isinstance(model, nn.Module) or not hasattr(body, "in_channels"):
+        raise TypeError(f"export takes a torchtcn model (TCN, LSTM, GRU, RNN, SequenceModel, "
+                        f"LanguageModel), got {type(model).__name__}")
     p = next(model.parameters())
     if hasattr(model, "embedding"):  # language model: tokens
         return torch.zeros(batch_size, length, dtype=torch.long, device=p.device)
-    body = getattr(model, "body", model)
     shape = (batch_size, body.in_channels, length)
     if body.layout == "NLC":
         shape = (batch_size, length, body.in_channels)
@@ -448,6 +452,7 @@ def export_step_onnx(
 def _step_example(step: nn.Module, model: nn.Module, batch_size: int,
                   chunk: int) -> tuple[torch.Tensor, ...]:
     """Example inputs of ``step`` (built from ``model``): x, the zero state, cond if any."""
+    batch_size, chunk = as_int("batch_size", batch_size), as_int("chunk", chunk)
     return (_example_input(model, batch_size, chunk), *step.zero_state(batch_size),
             *_example_cond(model, batch_size))
 
@@ -462,9 +467,11 @@ def export_step_torchscript(model: nn.Module, path, batch_size: int = 1, chunk: 
 def export_step_program(model: nn.Module, path, batch_size: int = 2, chunk: int = 1) -> Path:
     """The streaming step as a ``torch.export`` program (``.pt2``; load with
     ``torch.export.load(path).module()``), batch dynamic, ``chunk`` frames per call; same
-    signature as :func:`step_module`'s."""
+    signature as :func:`step_module`'s. The program takes any batch size, 1 included; the
+    example it is traced with has at least 2 streams (torch.export turns a dimension of size
+    0 or 1 into a constant)."""
     step = step_module(model).eval()
-    example = _step_example(step, model, batch_size, chunk)
+    example = _step_example(step, model, max(as_int("batch_size", batch_size), 2), chunk)
     batch = torch.export.Dim("batch")
     # forward(x, state, *extra): the extra inputs' specs (if any) nest as one tuple
     extra = tuple({0: batch} for _ in example[2:])

@@ -21,7 +21,7 @@ from .baselines import _stream_index
 from .fused import tracing
 from .receptive_field import ReceptiveFieldWarning
 from .registry import model_from_spec, model_spec, register_model
-from .validation import checked_lengths
+from .validation import as_int, checked_lengths
 
 
 class _LinearHead(nn.Module):
@@ -32,7 +32,24 @@ class _LinearHead(nn.Module):
 
     def __init__(self, in_channels: int, out_features: int):
         super().__init__()
-        self.linear = nn.Linear(in_channels, out_features)
+        self.linear = nn.Linear(as_int("in_channels", in_channels),
+                                as_int("out_features", out_features))
+
+    min_steps = 1  # a head that reduces over time needs a step to read
+
+    def _checked(self, h: torch.Tensor) -> torch.Tensor:
+        """``h`` if it is a (N, in_channels, T >= min_steps) tensor; else a ValueError or
+        TypeError."""
+        if tracing():  # the eager checks are not part of an exported graph
+            return h
+        if not isinstance(h, torch.Tensor):
+            raise TypeError(f"{type(self).__name__} input must be a tensor (N, C, T), got "
+                            f"{type(h).__name__}")
+        c = self.linear.in_features
+        if h.dim() != 3 or h.shape[1] != c or h.shape[2] < self.min_steps:
+            raise ValueError(f"{type(self).__name__} input must be (N, {c}, T) with T >= "
+                             f"{self.min_steps}, got shape {tuple(h.shape)}")
+        return h
 
 
 class LastStepHead(_LinearHead):
@@ -51,16 +68,17 @@ class LastStepHead(_LinearHead):
     reads_last_step = True
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(h[:, :, -1])
+        return self.linear(self._checked(h)[:, :, -1])
 
 
 class PerStepHead(_LinearHead):
     """Linear map at every time step: (N, C, T) -> (N, out_features, T)."""
 
     returns_sequence = True
+    min_steps = 0  # an empty chunk (a causal stream's flush) maps to an empty output
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(h.transpose(1, 2)).transpose(1, 2)
+        return self.linear(self._checked(h).transpose(1, 2)).transpose(1, 2)
 
 
 class MeanPoolHead(_LinearHead):
@@ -68,7 +86,7 @@ class MeanPoolHead(_LinearHead):
     so a sequence longer than the receptive field is still read whole."""
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.linear(h.mean(2))
+        return self.linear(self._checked(h).mean(2))
 
 
 HEADS = {"last_step": LastStepHead, "per_step": PerStepHead, "mean": MeanPoolHead}
@@ -87,10 +105,7 @@ class SequenceModelConfig:
     def __post_init__(self):
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.head!r}")
-        if isinstance(self.out_features, bool) or not isinstance(self.out_features, int):
-            raise TypeError(f"out_features must be an int, got {self.out_features!r}")
-        if self.out_features < 1:
-            raise ValueError(f"out_features must be >= 1, got {self.out_features}")
+        object.__setattr__(self, "out_features", as_int("out_features", self.out_features))
 
 
 @register_model("sequence_model", sequence_model=False)
@@ -345,10 +360,12 @@ class LanguageModelConfig:
     embed_dropout: float = field(default=0.0, metadata={"help": "dropout on embeddings"})
 
     def __post_init__(self):
-        if isinstance(self.vocab_size, bool) or not isinstance(self.vocab_size, int):
-            raise TypeError(f"vocab_size must be an int, got {self.vocab_size!r}")
-        if self.vocab_size < 1:
-            raise ValueError(f"vocab_size must be >= 1, got {self.vocab_size}")
+        object.__setattr__(self, "vocab_size", as_int("vocab_size", self.vocab_size))
+        if not isinstance(self.tie_weights, bool):
+            raise TypeError(f"tie_weights must be a bool, got {self.tie_weights!r}")
+        dropout = self.embed_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)):
+            raise TypeError(f"embed_dropout must be a float, got {dropout!r}")
         if not 0.0 <= self.embed_dropout < 1.0:
             raise ValueError(f"embed_dropout must be in [0, 1), got {self.embed_dropout}")
 

@@ -64,6 +64,9 @@ def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"metadata must map str to str, got {k!r}: {v!r}")
+        if k in (FORMAT_KEY, MODEL_KEY):
+            raise ValueError(f"metadata key {k!r} is reserved for torchtcn's own header; "
+                             f"choose another name")
         meta[k] = v
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
@@ -139,6 +142,21 @@ _FLOAT_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float1
                  "BF16": torch.bfloat16}
 
 
+def _check_device(device) -> torch.device:
+    """``device`` as a torch.device this machine has (a ValueError otherwise, before the file
+    is read, so that a bad device is not reported as a bad file)."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device must be a torch device such as 'cpu' or 'cuda:0', got "
+                         f"{device!r} ({e})") from None
+    if device.type == "meta":
+        raise ValueError("device 'meta' holds no data; load to 'cpu' or 'cuda'")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available here")
+    return device
+
+
 def _stored_float_dtype(header: dict) -> torch.dtype | None:
     """The floating dtype of the stored tensors when they share one (else None)."""
     kinds = {entry.get("dtype") for key, entry in header.items()
@@ -201,6 +219,7 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
         (False, torch.float64)
     """
     path = Path(path)
+    device = _check_device(device)
     if path.is_dir():
         raise ValueError(f"{path} is a directory, expected a .safetensors model file")
     header = _read_header(path)

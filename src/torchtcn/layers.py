@@ -7,6 +7,9 @@ All tensors here are (N, C, T). Causality is by construction: the input is left-
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -320,7 +323,9 @@ class ResidualBlock(nn.Module):
         if spec is not None:
             return self._forward_fused(x, spec)
         if recompute:
-            return checkpoint(self._forward_modules, x, cond, use_reentrant=False)
+            context_fn = functools.partial(_recompute_contexts, self, fused.is_enabled())
+            return checkpoint(self._forward_modules, x, cond, use_reentrant=False,
+                              context_fn=context_fn)
         return self._forward_modules(x, cond)
 
     def _forward_modules(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -388,6 +393,32 @@ class ResidualBlock(nn.Module):
             residual_relu=type(self.out_activation) is nn.ReLU,
             recompute=recompute,
         )
+
+
+def _recompute_contexts(block: nn.Module, fused_enabled: bool):
+    """``checkpoint``'s contexts for a recomputed block: nothing around the forward, and
+    :func:`_as_in_forward` around the recompute in backward."""
+    return contextlib.nullcontext(), _as_in_forward(block, fused_enabled)
+
+
+@contextlib.contextmanager
+def _as_in_forward(block: nn.Module, fused_enabled: bool):
+    """Replay a block as its forward ran: the same fused switch (``fused.disabled()`` may
+    have ended before backward), and batch-norm running statistics as the forward left them
+    (the recompute sees the same batch again and must not count it twice)."""
+    norms = [m for m in block.modules()
+             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+             for m in norms]
+    try:
+        with contextlib.nullcontext() if fused_enabled else fused.disabled():
+            yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 def _autocast_enabled(device_type: str) -> bool:

@@ -18,7 +18,8 @@ How it works (see ``docs/streaming.md``):
 
 * **Prepared weights.** :func:`prepare` folds weight norm (``conv.weight`` is the effective
   weight) and eval-mode batch norm into each convolution once, and caches the result per model;
-  a step checks that no parameter changed since (``Tensor._version``) and re-folds if one did.
+  a step checks that no parameter changed since (``Tensor._version`` and storage address) and
+  re-folds if one did.
 * **One ring buffer.** Every convolution's history lives in one preallocated tensor
   ``buf`` of shape (slots, C_max, N) (time-major, channels padded to the widest layer), each
   convolution owning ``(k - 1) * d`` consecutive slots used as a ring indexed by the global
@@ -60,7 +61,7 @@ from torch import nn
 from . import receptive_field as rf
 from .baselines import _stream_index
 from .layers import Gate
-from .validation import check_cond
+from .validation import as_int, check_cond
 
 # Ring-index tables are precomputed for every ring position when the positions repeat within
 # this many frames (lcm of the ring sizes); otherwise indices are computed per step.
@@ -120,7 +121,7 @@ class StreamPlan:
     dtype: torch.dtype
     device: torch.device
     sources: list  # the model's parameters and buffers, to notice in-place updates
-    versions: list
+    versions: list  # their _fingerprint at prepare time
     needs_mask: bool
     has_skips: bool
     cond_channels: int = 0
@@ -136,7 +137,14 @@ class StreamPlan:
         first = self.sources[0]
         if first.dtype != self.dtype or first.device != self.device:
             return False
-        return [t._version for t in self.sources] == self.versions
+        return _fingerprint(self.sources) == self.versions
+
+
+def _fingerprint(sources: list) -> list:
+    # the version counter sees in-place ops (optimizer steps, load_state_dict); the storage
+    # address sees ``p.data = new`` (vector_to_parameters). Neither sees a write through
+    # ``p.data`` in place or a new Parameter object: after those, call ``prepare(model)``.
+    return [(t._version, t.data_ptr()) for t in sources]
 
 
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -220,7 +228,10 @@ def prepare(model) -> StreamPlan:
     """Fold ``model``'s current weights into a :class:`StreamPlan` and cache it for the model.
 
     Called by :func:`init_state`; a step re-prepares automatically when a parameter or buffer
-    was modified in place since (optimizer step, ``load_state_dict``).
+    was modified in place since (optimizer step, ``load_state_dict``) or given new storage
+    (``p.data = ...``, ``vector_to_parameters``). Call it yourself after changes a step cannot
+    see: writing through ``p.data`` in place (``p.data.mul_(2)``), or replacing Parameter
+    objects (``load_state_dict(..., assign=True)``).
     """
     check_streamable(model)
     cfg = model.config
@@ -276,7 +287,7 @@ def prepare(model) -> StreamPlan:
         dtype=p.dtype,
         device=p.device,
         sources=sources,
-        versions=[t._version for t in sources],
+        versions=_fingerprint(sources),
         needs_mask=delay > 0,
         has_skips=model.skips is not None,
         mask_delays=sorted({ln.in_delay for ln in lines if ln.in_delay}),
@@ -417,8 +428,7 @@ def init_state(model, batch_size: int) -> TCNState:
 
     Prepares (folds) the model's weights, once per call.
     """
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = as_int("batch_size", batch_size)  # TypeError for 2.0 / True
     plan = prepare(model)
     buf = torch.zeros(plan.slots, plan.c_max, batch_size, dtype=plan.dtype, device=plan.device)
     age = torch.zeros(batch_size, dtype=torch.long, device=plan.device) if plan.needs_mask else None
@@ -437,6 +447,11 @@ def _check_state(plan: StreamPlan, state) -> None:
         raise ValueError(
             f"state must match the model's dtype and device: expected {plan.dtype} on "
             f"{plan.device}, found {state.buf.dtype} on {state.buf.device}"
+        )
+    if state.buf.is_inference() and not torch.is_inference_mode_enabled():
+        raise ValueError(
+            "state was made under torch.inference_mode() and can only be stepped inside it "
+            "(step updates it in place): make it with init_state outside, or step inside"
         )
 
 
@@ -459,6 +474,9 @@ def _check(plan: StreamPlan, x, state) -> int:
             f"chunk batch size must equal the state's: expected {state.batch_size}, "
             f"found {x.shape[0]}"
         )
+    if not (x.is_floating_point() or x.is_complex()):
+        raise TypeError(f"chunk must be a floating tensor of the model's dtype {plan.dtype}, "
+                        f"found {x.dtype}")
     if x.dtype != plan.dtype:
         raise ValueError(f"chunk dtype must be the model's: expected {plan.dtype}, found {x.dtype}")
     if x.device != plan.device:
@@ -647,7 +665,10 @@ def _step_chunk(
 def _scratch(plan: StreamPlan, state: TCNState) -> dict:
     """Preallocated per-state work tensors and their views (rebuilt only if the plan changed)."""
     s = state._scratch
-    if s is not None and s["plan"] is plan:
+    # work tensors made under torch.inference_mode() cannot be written outside it
+    if s is not None and s["plan"] is plan and (
+        torch.is_inference_mode_enabled() or not s["cols"].is_inference()
+    ):
         return s
     f, n = plan.fast, state.batch_size
     J, k, c_max = f["J"], f["k"], plan.c_max

@@ -38,8 +38,8 @@ def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
 
     Example:
         >>> import torch, torchtcn
-        >>> model = torchtcn.TCN(1, [8], kernel_size=3, dropout=0.5).eval()
-        >>> x = torch.randn(2, 1, 10)
+        >>> model = torchtcn.TCN(1, [8, 8], kernel_size=3, dropout=0.5).eval()
+        >>> x = torch.randn(4, 1, 20)
         >>> with mc_dropout(model):
         ...     bool((model(x) != model(x)).any())
         True
