@@ -453,3 +453,13 @@ def test_model_converted_after_init_state_is_refolded():
         model.step(torch.randn(1, 1, 1), old)
     x = inputs(model, 1, 5, 19)
     torch.testing.assert_close(stream(model, x, [1] * 5), model(x), rtol=0, atol=1e-10)
+
+
+def test_a_state_outlives_settings_that_do_not_change_the_architecture():
+    # None dilations are their 2**i default; init settings only shape the starting weights
+    a = make(12, in_channels=1, channels=[3, 3], kernel_size=3)
+    b = make(12, in_channels=1, channels=[3, 3], kernel_size=3, dilations=[1, 2],
+             init_scope="downsample")
+    b.load_state_dict(a.state_dict())
+    x = inputs(a, 1, 5, 12)
+    torch.testing.assert_close(stream(b, x, [2, 3], a.init_state(1)), a(x), rtol=0, atol=1e-10)

@@ -171,7 +171,9 @@ def architecture_signature(model) -> tuple:
     """What a state depends on: everything in the config except training-only settings."""
     cfg = model.config
     arch = dataclasses.replace(cfg, dropout=0.0, dropout_kind="element", low_memory=False)
-    arch = dataclasses.replace(arch, init_std=None, layout="NCL")
+    # init settings only shape the starting weights; None dilations mean their 2**i default
+    arch = dataclasses.replace(arch, init_std=None, init_scope="all", layout="NCL",
+                               dilations=cfg.resolved_dilations)
     return ("TCN", arch)
 
 
