@@ -84,6 +84,18 @@ def test_a_fresh_run_never_replaces_a_run_folder_unasked(tmp_path, capsys):
     assert (tmp_path / "run" / "best.ckpt").read_bytes() != best
 
 
+def test_overwrite_never_reuses_the_earlier_runs_weights(tmp_path, capsys):
+    # the new run stops before it validates: it must not report (or save) the old best model
+    assert _train(tmp_path, "epochs=2") == 0
+    old = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    old_model = (tmp_path / "run" / "model.safetensors").read_bytes()
+    assert _train(tmp_path, "epochs=2", "seed=5", "--max-steps", "1", "--overwrite") == 0
+    new = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    assert new["value"] != old["value"] and new["complete"] is False
+    assert not (tmp_path / "run" / "best.ckpt").exists()
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() != old_model
+
+
 def test_max_steps_marks_the_result_incomplete(tmp_path, capsys):
     assert _train(tmp_path, "epochs=5", "--max-steps", "4") == 0
     rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())

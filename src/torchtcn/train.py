@@ -614,7 +614,11 @@ class Trainer:
         """A copy of the model with the best-validation weights (the current
         :attr:`eval_model` weights if none)."""
         weights = self._best_weights
-        if weights is None and self.out_dir is not None and (self.out_dir / "best.ckpt").exists():
+        # best.ckpt is this run's only once it has validated (an older run's may lie there)
+        validated = self.state["best_epoch"] is not None
+        if weights is None and validated and self.out_dir is not None and (
+            self.out_dir / "best.ckpt"
+        ).exists():
             from .checkpoint import load_checkpoint
 
             best = load_checkpoint(self.out_dir / "best.ckpt", device=self.device)

@@ -171,6 +171,12 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
                 f"{params:,}", "unbounded" if rf is None else rf, sizes, out)
     trainer = Trainer(run.task, run.model, run.datasets, run.spec.train, out, run_info=run.spec.to_dict(),
                       ctx=ctx, quiet=quiet, use_tensorboard=use_tensorboard)
+    if held and overwrite and not resume and trainer.is_main:
+        # only now that the new run is built: a bad setting or missing data keeps the old one
+        stale = held + [n for n in ("model.safetensors",) if (out / n).exists()]
+        for name in stale:
+            (out / name).unlink()
+        logger.info("--overwrite: removed the earlier run's %s", ", ".join(stale))
     fit = trainer.fit(resume=resume)
     record = make_result(run.task, run.spec, fit, params=params, hardware=hardware_description(trainer.device))
     if trainer.is_main:
