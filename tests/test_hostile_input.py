@@ -491,3 +491,18 @@ def test_checkpoint_describing_a_huge_model_allocates_nothing(tmp_path):
     save_file(tensors, str(path), metadata={CHECKPOINT_KEY: json.dumps(doc)})
     with pytest.raises(ValueError, match="huge.ckpt: invalid model spec"):
         load_checkpoint(path)
+
+
+def test_a_music_split_left_empty_is_named_before_training(tmp_path, caplog, capsys):
+    # every valid piece has one frame (nothing to predict): an error naming the split, not a
+    # KeyError after the first epoch
+    roll = (np.random.default_rng(0).random((5, 88)) > 0.8).astype(np.float64)
+    path = _savemat(tmp_path / "short.mat", traindata=_cell(roll), validdata=_cell(roll[:1]),
+                    testdata=_cell(roll))
+    from torchtcn.cli import main
+    argv = ["train", "music", "--data", str(path), "--out", str(tmp_path / "run"), "--quiet",
+            "--no-tensorboard", "epochs=1", "channels=4*2"]
+    assert main(argv) == 2
+    assert "the valid split is empty (0 examples)" in capsys.readouterr().err
+    assert "skipped 1 of 1 pieces with fewer than 2 frames" in caplog.text
+    assert not (tmp_path / "run" / "last.ckpt").exists()

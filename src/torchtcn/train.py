@@ -241,6 +241,10 @@ class Trainer:
                  ctx: D.DistributedContext | None = None, quiet: bool = False,
                  use_tensorboard: bool = True):
         self.task, self.datasets, self.config = task, datasets, config
+        for split, ds in datasets.items():  # caught here, not as a KeyError after an epoch
+            if len(ds) == 0:
+                raise ValueError(f"the {split} split is empty (0 examples): nothing to "
+                                 f"{'train on' if split == 'train' else 'evaluate'}")
         self.ctx = ctx or D.DistributedContext(device=resolve_device(config.device))
         self.device = self.ctx.device
         self.out_dir = Path(out_dir) if out_dir is not None else None

@@ -27,6 +27,7 @@ Nottingham GRU and RNN take it too (at 2e-3 the RNN's validation NLL rose after 
 
 from __future__ import annotations
 
+import logging
 from typing import NamedTuple
 
 import torch
@@ -37,6 +38,7 @@ from ..data.music import N_KEYS
 from . import register_task
 from .base import Paper, Task, sequence_model
 
+logger = logging.getLogger(__name__)
 
 #: How a training batch's per-frame NLLs become the loss that is backpropagated.
 #: ``mean``: averaged over the batch's frames. ``sum``: summed, as the reference script did
@@ -67,6 +69,9 @@ class PianoRollDataset:
             raise ValueError(f"loss_reduction must be one of {', '.join(LOSS_REDUCTIONS)}, "
                              f"got {loss_reduction!r}")
         self.pieces = [p for p in pieces if p.shape[0] >= 2]  # a 1-frame piece predicts nothing
+        if len(self.pieces) < len(pieces):
+            logger.warning("skipped %d of %d pieces with fewer than 2 frames (nothing to predict)",
+                           len(pieces) - len(self.pieces), len(pieces))
         self.loss_reduction = loss_reduction
 
     def __len__(self) -> int:
