@@ -223,3 +223,52 @@ def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, caps
     words = [line.split("  #")[0].strip() for line in lines if line and not line.startswith("#")]
     again = get_task("copy1000").resolve("tcn", parse_overrides(words))
     assert again == get_task("copy1000").resolve("tcn", {"lr": "1e-3", "channels": "8,8", "epochs": "3"})
+
+
+def test_download_command_resolves_tasks_and_checks_every_name_first(tmp_path, monkeypatch, capsys):
+    import torchtcn.commands.download as command
+
+    fetched = []
+    monkeypatch.setattr(command, "download", lambda name, root, overwrite: fetched.append(name))
+    assert main(["download", "jsb", "seq_mnist", "pmnist", "ptb", "--data-dir", str(tmp_path)]) == 0
+    assert fetched == ["JSB_Chorales", "mnist", "ptb"]  # pmnist reads mnist: fetched once
+    assert f"JSB_Chorales: ready in {tmp_path}" in capsys.readouterr().out
+    fetched.clear()
+    assert main(["download", "jsb", "nosuchset"]) == 2
+    assert "unknown data set or task 'nosuchset'; data sets: JSB_Chorales" in capsys.readouterr().err
+    assert main(["download", "adding200"]) == 2
+    assert "reads no downloadable data set" in capsys.readouterr().err
+    assert fetched == []
+
+
+def test_train_download_fetches_the_missing_data_set(tmp_path, monkeypatch, capsys):
+    import importlib
+
+    dl = importlib.import_module("torchtcn.data.download")  # the attribute is the function
+    calls = []
+
+    def offline(name, root, overwrite=False):
+        calls.append((name, Path(root)))
+        raise OSError(f"could not download {name}: no network in this test")
+
+    monkeypatch.setattr(dl, "download", offline)
+    argv = ["train", "jsb", "--data-dir", str(tmp_path / "empty"), "--out", str(tmp_path / "r"),
+            "--quiet", "--no-tensorboard"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "torchtcn download NAME (or torchtcn train ... --download)" in err and calls == []
+    assert main([*argv, "--download"]) == 2
+    assert calls == [("JSB_Chorales", tmp_path / "empty")]
+    assert "could not download JSB_Chorales" in capsys.readouterr().err
+
+
+def test_data_paths_are_recorded_absolute_and_found_under_the_data_dir(tmp_path, monkeypatch):
+    from torchtcn.commands.train import data_path
+
+    (tmp_path / "sets").mkdir()
+    (tmp_path / "sets" / "mine.mat").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert data_path("sets/mine.mat") == str(tmp_path / "sets" / "mine.mat")
+    assert data_path("mine.mat", tmp_path / "sets") == str(tmp_path / "sets" / "mine.mat")
+    assert data_path("Nottingham", tmp_path / "sets") == "Nottingham"  # a named set stays a name
+    assert data_path("missing.mat") == "missing.mat"  # the loader reports it

@@ -13,7 +13,8 @@ import logging
 import sys
 
 # Sub-command modules, in the order ``torchtcn --help`` lists them.
-COMMAND_MODULES = ["summary", "bench", "export", "train", "eval", "forecast", "report", "demo"]
+COMMAND_MODULES = ["summary", "bench", "export", "train", "eval", "forecast", "report", "demo",
+                   "download"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -100,6 +100,9 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 1111)")
     p.add_argument("--data", default=None, help="data file/folder for music, char_lm, word_lm, "
                    "text8, wikitext103, lambada, series (a CSV file)")
+    p.add_argument("--download", action="store_true",
+                   help="download the task's data set into the data folder if it is missing "
+                   "(needs internet access; see torchtcn download)")
     p.add_argument("--out", default=None, help="run folder (default runs/<task>-<model>)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
     p.add_argument("--overwrite", action="store_true",
@@ -144,12 +147,14 @@ def format_settings(spec) -> str:
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,
               resume: bool = False, overwrite: bool = False, quiet: bool = False, results_dir=None,
-              ctx=None, use_tensorboard: bool = True, **train_overrides):
+              ctx=None, use_tensorboard: bool = True, download: bool = False, **train_overrides):
     """Build, train, test and record one run; returns ``(result record, run folder)``.
 
     Shared by ``torchtcn train`` and ``torchtcn demo`` so both go through the same task
     registry and the same :class:`~torchtcn.train.Trainer`. A fresh run (no ``resume``) into a
-    folder that already holds a run's checkpoints is refused unless ``overwrite``.
+    folder that already holds a run's checkpoints is refused unless ``overwrite``. With
+    ``download``, missing data of the task is fetched (:func:`torchtcn.data.download.download`)
+    and the run built again.
     """
     from ..report import make_result, write_result
     from ..summary import count_parameters
@@ -163,7 +168,20 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): --resume continues it, "
                          "--overwrite starts it over (replacing its checkpoints), --out DIR trains "
                          "into another folder")
-    run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
+    try:
+        run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
+    except FileNotFoundError:
+        spec = get_task(task).resolve(model, overrides, **train_overrides)
+        sets = get_task(task).downloads_for(spec.data)
+        if not (download and sets):
+            raise
+        from ..data.download import download as fetch
+        from ..data.paths import resolve_data_dir
+
+        for name in sets:
+            logger.info("downloading %s into %s", name, resolve_data_dir(data_dir))
+            fetch(name, resolve_data_dir(data_dir))
+        run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
     params = count_parameters(run.model)
     rf = getattr(run.model, "receptive_field", None)
     sizes = {s: len(d) for s, d in run.datasets.items()}
@@ -186,6 +204,27 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     return record, out
 
 
+def data_path(value: str, data_dir=None) -> str:
+    """``--data`` as the run records it: an existing path made absolute (``eval`` and
+    ``--resume`` from another folder find it), else the same name under the data directory if
+    it is there, else as given (a named set such as ``Nottingham``, or a path the loader
+    reports missing)."""
+    from ..data.paths import candidate_data_dirs, resolve_data_dir
+
+    if value.lower() == "none":
+        return value
+    path = Path(value).expanduser()
+    if path.exists():
+        return str(path.resolve())
+    if not path.is_absolute():
+        roots = [resolve_data_dir(data_dir)] if data_dir is not None else [
+            resolve_data_dir(), *candidate_data_dirs()]
+        for root in roots:
+            if (root / path).exists():
+                return str((root / path).resolve())
+    return value
+
+
 def run(args: argparse.Namespace) -> int:
     with torch_threads(args.threads):
         return _run(args)
@@ -198,6 +237,8 @@ def _run(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.overrides)
     if args.data is not None:
         overrides["data"] = args.data
+    if overrides.get("data") is not None:
+        overrides["data"] = data_path(overrides["data"], args.data_dir)
     # trainer settings set by flags rather than key=value (None: the preset's)
     flags = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_steps": args.max_steps,
              "time_limit": args.time_limit, "checkpoint_every": args.checkpoint_every}
@@ -214,7 +255,7 @@ def _run(args: argparse.Namespace) -> int:
     try:
         record, out = train_one(
             args.task, args.model, overrides, data_dir=args.data_dir, out=args.out, resume=args.resume,
-            overwrite=args.overwrite,
+            overwrite=args.overwrite, download=args.download,
             quiet=args.quiet, results_dir=args.results_dir, ctx=ctx, use_tensorboard=not args.no_tensorboard,
             **flags)
         failed = False

@@ -105,7 +105,8 @@ def verify(path: str | os.PathLike, expected_md5: str, decompress: bool | None =
     if found != expected_md5.lower():
         raise ValueError(
             f"checksum mismatch for {path}: expected md5 {expected_md5.lower()}, found {found}. "
-            "The file is corrupt, truncated or a different version; delete it and download again."
+            "The file is corrupt, truncated or a different version; download it again "
+            "(torchtcn download NAME --overwrite)."
         )
     logger.debug("md5 ok for %s", path)
 

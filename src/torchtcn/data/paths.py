@@ -98,8 +98,9 @@ def resolve_data_dir(data_dir: PathLike | None = None) -> Path:
 def _how_to_get_data() -> str:
     return (
         "Get the data by passing the folder explicitly (CLI flag --data-dir DIR, or "
-        f"data_dir=DIR), by setting the environment variable {ENV_VAR}=DIR, or by "
-        "calling the loader with download=True (needs internet access)."
+        f"data_dir=DIR), by setting the environment variable {ENV_VAR}=DIR, or download it "
+        "(needs internet access): torchtcn download NAME (or torchtcn train ... --download), "
+        "or the loader's download=True."
     )
 
 

@@ -212,6 +212,8 @@ class Task:
         needs_data: a real data set is read (synthetic tasks: False).
         report_last_k: also report the mean test metric of the last k epochs (the paper's
             adding-problem number; locuslab/TCN issue #40).
+        downloads: the :mod:`torchtcn.data.download` data sets the task's default data comes
+            from (``torchtcn download TASK``, ``torchtcn train TASK --download``).
     """
 
     name: str
@@ -224,6 +226,12 @@ class Task:
     shuffle: bool = True
     needs_data: bool = True
     report_last_k: int | None = None
+    downloads: tuple[str, ...] = ()
+
+    def downloads_for(self, data: dict[str, Any]) -> tuple[str, ...]:
+        """The data sets to download for the data settings ``data`` (none for a user's own
+        ``data`` path)."""
+        return self.downloads if data.get("data") is None else ()
 
     @property
     def higher_is_better(self) -> bool:

@@ -141,10 +141,11 @@ def _require(spec, what: str):
     return spec.data["data"]
 
 
-def _task(cls, name, description, metric, paper, loader, train, data, models):
+def _task(cls, name, description, metric, paper, loader, train, data, models, downloads=()):
     task_cls = type(f"{cls.__name__}_{name}", (cls,), {"loader": staticmethod(loader)})
     register_task(task_cls(name=name, description=description, metric=metric, paper=paper,
-                           train_preset=train, data_preset=data, model_presets=models, shuffle=False))
+                           train_preset=train, data_preset=data, model_presets=models, shuffle=False,
+                           downloads=downloads))
 
 
 # Trainer presets: SGD, annealed as the reference scripts do (char: /10 when valid is worse than
@@ -185,10 +186,10 @@ def _user_corpus(level):
 
 _task(LanguageTask, "char_ptb", "character-level Penn Treebank (bits per character)", "bpc",
       Paper(tcn=1.31, lstm=1.36, gru=1.37, rnn=1.48, size="3M", note="Table 1"), _ptb("char"),
-      dict(_CHAR_TRAIN), dict(_CHAR_DATA), {"tcn": _CHAR_TCN, **_CHAR_RNN})
+      dict(_CHAR_TRAIN), dict(_CHAR_DATA), {"tcn": _CHAR_TCN, **_CHAR_RNN}, downloads=("ptb",))
 _task(LanguageTask, "word_ptb", "word-level Penn Treebank (perplexity)", "perplexity",
       Paper(tcn=88.68, lstm=78.93, gru=92.48, rnn=114.50, size="13M", note="Table 1"), _ptb("word"),
-      dict(_WORD_TRAIN), dict(_WORD_DATA), {"tcn": _WORD_TCN, **_WORD_RNN})
+      dict(_WORD_TRAIN), dict(_WORD_DATA), {"tcn": _WORD_TCN, **_WORD_RNN}, downloads=("ptb",))
 _task(LanguageTask, "char_lm", "character-level LM on your text files (--data DIR with train/valid/test)",
       "bpc", Paper(note="user data: no paper number"), _user_corpus("char"),
       dict(_CHAR_TRAIN), {**_CHAR_DATA, "data": None}, {"tcn": _CHAR_TCN, **_CHAR_RNN})
@@ -203,14 +204,15 @@ _task(LanguageTask, "text8", "text8, character level, 90M/5M/5M (bits per charac
       {"tcn": {**_CHAR_TCN, "channels": (520,) * 4 + (100,), "kernel_size": 2},
        "lstm": {"hidden_size": 1024, "emsize": 100, "tie_weights": False,
                 "train": {"optimizer": "adam", "lr": 1e-2, "clip": 0.15, "schedule": "none"}},
-       "gru": _CHAR_RNN["gru"], "rnn": _CHAR_RNN["rnn"]})
+       "gru": _CHAR_RNN["gru"], "rnn": _CHAR_RNN["rnn"]}, downloads=("text8",))
 _task(LanguageTask, "wikitext103", "Wikitext-103, word level (perplexity)", "perplexity",
       Paper(tcn=45.19, lstm=48.4, size="148M", note="Table 1 (LSTM: Grave et al. 2017)"),
       lambda spec, data_dir: load_wikitext103(spec.data["data"] or data_dir),
       dict(_WORD_TRAIN), {**_WORD_DATA, "data": None},
       {"tcn": {**_WORD_TCN, "channels": (1000,) * 4 + (400,), "emsize": 400, "dropout": 0.4,
                "embed_dropout": 0.1},
-       **{m: {**kw, "hidden_size": 400, "emsize": 400} for m, kw in _WORD_RNN.items()}})
+       **{m: {**kw, "hidden_size": 400, "emsize": 400} for m, kw in _WORD_RNN.items()}},
+      downloads=("wikitext103",))
 register_task(LambadaTask(
     name="lambada", description="LAMBADA: perplexity of each passage's last word, from its context",
     metric="perplexity",
@@ -220,5 +222,5 @@ register_task(LambadaTask(
     model_presets={"tcn": {"channels": (500,) * 5, "kernel_size": 4, "dropout": 0.1, "emsize": 500,
                            "embed_dropout": 0.1, "tie_weights": True},
                    **{m: {**kw, "hidden_size": 500, "emsize": 500} for m, kw in _WORD_RNN.items()}},
-    shuffle=False,
+    shuffle=False, downloads=("lambada",),
 ))

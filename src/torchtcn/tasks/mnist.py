@@ -53,7 +53,7 @@ class PermutedMnistTask(MnistTask):
 
 def _register(cls, name, description, paper, tcn_dropout, tcn_clip=None):
     register_task(cls(
-        name=name, description=description, metric="accuracy", paper=paper,
+        name=name, description=description, metric="accuracy", paper=paper, downloads=("mnist",),
         train_preset={"epochs": 20, "batch_size": 64, "eval_batch_size": 1000, "optimizer": "adam",
                       "lr": 2e-3, "schedule": "step", "lr_step": 10, "lr_factor": 0.1},
         data_preset={"n_valid": 5_000, **({"perm_seed": 0} if cls.permuted else {})},

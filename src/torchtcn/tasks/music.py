@@ -34,7 +34,8 @@ import torch
 import torch.nn.functional as F
 
 from ..data import load_piano_rolls
-from ..data.music import N_KEYS
+from ..data.download import DATASETS
+from ..data.music import N_KEYS, NAMED_SETS
 from . import register_task
 from .base import Paper, Task, sequence_model
 
@@ -93,6 +94,10 @@ class PianoRollDataset:
 
 class MusicTask(Task):
     """Next-frame prediction on piano rolls; NLL per frame."""
+
+    def downloads_for(self, data):
+        stem = NAMED_SETS.get(data.get("data"))  # a named set, not a user's .mat file
+        return (stem,) if stem in DATASETS else ()
 
     def load(self, spec, data_dir=None):
         source = spec.data["data"]
