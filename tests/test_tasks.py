@@ -298,6 +298,17 @@ def test_lambada_scores_the_last_word_without_feeding_it(tmp_path):
     assert r.test["perplexity"] == pytest.approx(math.exp(r.test["loss"]))
 
 
+def test_lambada_settings_that_take_none_and_bad_values_before_training(tmp_path):
+    _lambada_release(tmp_path / "lambada")
+    data = {"data": str(tmp_path / "lambada"), **TINY_LM}
+    run = build_run("lambada", "tcn", {**data, "passage_len": "none", "max_train_files": "None"})
+    assert run.spec.data["passage_len"] is None and run.spec.data["max_train_files"] is None
+    for key, value, match in (("passage_len", "0", "passage_len must be >= 1, got 0"),
+                              ("max_train_files", "-1", "max_train_files must be a positive int")):
+        with pytest.raises(ValueError, match=match):
+            build_run("lambada", "tcn", {**data, key: value})
+
+
 def test_missing_data_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"(?s)Looked in:.*TORCHTCN_DATA"):
         build_run("jsb", "tcn", data_dir=tmp_path / "nowhere")

@@ -219,6 +219,11 @@ def load_lambada(
     if not files:
         raise FileNotFoundError(f"{train_dir}: no training novels (*.txt) found")
     if max_train_files is not None:
+        if isinstance(max_train_files, bool) or not isinstance(max_train_files, int) or (
+            max_train_files < 1
+        ):
+            raise ValueError(f"max_train_files must be a positive int or None, got "
+                             f"{max_train_files!r}")
         files = files[:max_train_files]
     chunks = [norm.many(tokenize_words(read_text(f))) for f in files]
     train = torch.from_numpy(np.concatenate(chunks)) if chunks else torch.zeros(0, dtype=torch.long)

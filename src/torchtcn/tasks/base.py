@@ -134,10 +134,16 @@ def parse_value(key: str, text: str, tp: Any) -> Any:
     raise TypeError(f"{key}: no parser for settings of type {tp!r}")
 
 
+#: Data settings whose preset is a number but which also take ``none`` (their help says so).
+NULLABLE_DATA_KEYS = frozenset({"passage_len", "max_train_files"})
+
+
 def _parse_data_value(key: str, text: Any, default: Any) -> Any:
     """Parse a data setting to the type of its preset value (None: an int, a path or none)."""
     if not isinstance(text, str):
         return text
+    if key in NULLABLE_DATA_KEYS and text.lower() in ("none", "null"):
+        return None
     if default is None:
         if text.lower() in ("none", "null", ""):
             return None

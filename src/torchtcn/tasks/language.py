@@ -25,6 +25,7 @@ from ..data import batchify, collate_passages, history_windows, load_lambada, lo
 from ..data import load_text8, load_text_corpus, load_wikitext103
 from ..data.text import TEXT8_SPLIT
 from . import register_task
+from ..validation import as_int
 from .base import Paper, Task, language_model
 
 
@@ -58,6 +59,8 @@ class PassageDataset:
     ``batch(idx) -> (inputs, targets)`` with every context ending at the last column."""
 
     def __init__(self, passages, pad_id: int, vocab_size: int, max_len: int | None):
+        if max_len is not None:  # checked here, before training, not at the first evaluation
+            max_len = as_int("passage_len", max_len)
         self.passages = sorted(passages, key=lambda p: p.context.numel())
         self.pad_id, self.vocab_size, self.max_len = pad_id, vocab_size, max_len
 
