@@ -107,7 +107,7 @@ def test_interrupted_write_leaves_previous_checkpoint(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.ckpt"]  # no temp file left
 
 
-@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_header", "empty"])
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "flip_header", "empty", "flip_weight"])
 def test_corrupted_checkpoint_is_a_clear_error(tmp_path, damage):
     path = tmp_path / "best.ckpt"
     C.save_checkpoint(path, _model(), trainer_state={"epoch": 1})
@@ -118,6 +118,8 @@ def test_corrupted_checkpoint_is_a_clear_error(tmp_path, damage):
         raw = b"this is not a checkpoint at all" * 10
     elif damage == "flip_header":
         raw = raw[:8] + b"{" * 20 + raw[28:]
+    elif damage == "flip_weight":  # a valid structure: only the recorded digest can tell
+        raw = raw[:-3] + bytes([raw[-3] ^ 0x10]) + raw[-2:]
     else:
         raw = b""
     path.write_bytes(raw)

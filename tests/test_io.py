@@ -86,6 +86,18 @@ def test_corrupted_tensor_bytes_detected(saved, tmp_path):
         torchtcn.load(bad)
 
 
+def test_a_flipped_weight_byte_is_detected(saved, tmp_path):
+    # the structure stays valid; only the recorded SHA-256 of the data can tell
+    _, path = saved
+    data = bytearray(path.read_bytes())
+    (n,) = struct.unpack("<Q", data[:8])
+    data[8 + n + 5] ^= 0x40
+    bad = tmp_path / "flipped.safetensors"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="flipped.safetensors: corrupted tensor data"):
+        torchtcn.load(bad)
+
+
 def test_foreign_safetensors_file(tmp_path):
     foreign = tmp_path / "foreign.safetensors"
     save_file({"w": torch.zeros(2)}, str(foreign))
@@ -136,7 +148,7 @@ def test_config_with_unknown_key_or_wrong_type(saved, tmp_path):
 
 
 def test_reserved_metadata_keys_are_refused(tmp_path):
-    for key in ("torchtcn_model", "torchtcn_format"):
+    for key in ("torchtcn_model", "torchtcn_format", "torchtcn_sha256"):
         with pytest.raises(ValueError, match=f"{key}' is reserved"):
             torchtcn.save(torchtcn.TCN(2, [3]), tmp_path / "m.safetensors", metadata={key: "1"})
     assert not list(tmp_path.iterdir())

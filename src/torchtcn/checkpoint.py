@@ -36,6 +36,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save as save_bytes
 
+from .digest import add_digest, check_digest
 from .io import _read_header
 from .registry import model_from_spec, model_spec
 
@@ -288,7 +289,7 @@ def save_checkpoint(
     except TypeError as e:
         raise TypeError(f"checkpoint state must be JSON-serialisable: {e}") from None
     cpu = {k: v.cpu() for k, v in tensors.items()}
-    atomic_write_bytes(path, save_bytes(cpu, metadata={CHECKPOINT_KEY: text}))
+    atomic_write_bytes(path, add_digest(save_bytes(cpu, metadata={CHECKPOINT_KEY: text})))
 
 
 def read_checkpoint_state(path) -> dict[str, Any]:
@@ -338,6 +339,7 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
     """
     path = Path(path)
     doc = read_checkpoint_state(path)
+    check_digest(path, _read_header(path))
     tensors: dict[str, torch.Tensor] = {}
     try:
         with safe_open(str(path), framework="pt") as f:

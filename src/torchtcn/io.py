@@ -23,6 +23,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_model, save_model
 
+from .digest import DIGEST_KEY, add_digest, check_digest
 from .registry import model_from_spec, model_spec
 
 FORMAT_KEY = "torchtcn_format"
@@ -64,13 +65,14 @@ def save(model: torch.nn.Module, path, metadata: dict[str, str] | None = None) -
     for k, v in (metadata or {}).items():
         if not isinstance(k, str) or not isinstance(v, str):
             raise TypeError(f"metadata must map str to str, got {k!r}: {v!r}")
-        if k in (FORMAT_KEY, MODEL_KEY):
+        if k in (FORMAT_KEY, MODEL_KEY, DIGEST_KEY):
             raise ValueError(f"metadata key {k!r} is reserved for torchtcn's own header; "
                              f"choose another name")
         meta[k] = v
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         save_model(model, str(tmp), metadata=meta)
+        tmp.write_bytes(add_digest(tmp.read_bytes()))
         os.chmod(tmp, _default_file_mode())  # safetensors creates 0600; give what open() would
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
@@ -239,6 +241,7 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     # tensor table: a small crafted file describing a huge model is rejected before anything
     # is allocated, since the table is bounded by the file's size.
     _check_tensor_table(path, _build(path, spec, "meta"), header)
+    check_digest(path, header)
     model = _build(path, spec, "cpu")
     dtype = _stored_float_dtype(header)
     if dtype is not None:
