@@ -272,3 +272,35 @@ def test_data_paths_are_recorded_absolute_and_found_under_the_data_dir(tmp_path,
     assert data_path("mine.mat", tmp_path / "sets") == str(tmp_path / "sets" / "mine.mat")
     assert data_path("Nottingham", tmp_path / "sets") == "Nottingham"  # a named set stays a name
     assert data_path("missing.mat") == "missing.mat"  # the loader reports it
+
+
+@pytest.mark.parametrize("reason, code", [
+    (None, 0), ("stopped by SIGINT", 130), ("stopped by SIGTERM", 143),
+    ("non-finite training loss nan at step 3", 1), ("time limit of 5 s reached", 0),
+])
+def test_exit_code_says_how_the_run_ended(tmp_path, monkeypatch, capsys, reason, code):
+    import torchtcn.commands.train as command
+
+    real = command.train_one
+
+    def stopped(*args, **kwargs):
+        record, out = real(*args, **kwargs)
+        return {**record, "stop_reason": reason}, out
+
+    monkeypatch.setattr(command, "train_one", stopped)
+    assert _train(tmp_path, "epochs=1") == code
+
+
+def test_a_results_dir_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert _train(tmp_path, "epochs=1", "--results-dir", str(tmp_path / "afile")) == 2
+    assert "is a file; give a folder" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_eval_of_a_run_folder_that_never_validated_scores_last_ckpt(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=2", "--max-steps", "1") == 0
+    assert not (tmp_path / "run" / "best.ckpt").exists()
+    capsys.readouterr()
+    assert main(["eval", str(tmp_path / "run"), "--device", "cpu"]) == 0
+    assert "mse" in capsys.readouterr().out

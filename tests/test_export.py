@@ -148,6 +148,8 @@ def test_export_arguments_are_checked(tmp_path):
         export_step_onnx(model, tmp_path / "s.onnx", batch_size=0)
     with pytest.raises(TypeError, match="chunk must be an int"):
         export_step_program(model, tmp_path / "s.pt2", chunk=2.5)
+    with pytest.raises(ValueError, match=r"opset must be in 7\.\.\d+ .*got 3"):
+        export_onnx(model, tmp_path / "m.onnx", opset=3)
     with pytest.raises(TypeError, match="torchtcn model .* got Linear"):
         export_onnx(torch.nn.Linear(2, 3), tmp_path / "m.onnx")
     assert not list(tmp_path.iterdir())

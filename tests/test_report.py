@@ -62,6 +62,10 @@ def test_write_and_load_results(tmp_path):
                                                          ("jsb", "gru")]
     with pytest.raises(ValueError, match="missing"):
         R.write_result({"task": "x", "model": "y"}, tmp_path)
+    diverged = {**_record("copy500", "rnn", float("inf")), "history": [{"loss": float("nan")}]}
+    text = R.write_result(diverged, tmp_path / "strict").read_text()
+    assert "Infinity" not in text and "NaN" not in text  # standard JSON: null instead
+    assert json.loads(text)["value"] is None and json.loads(text)["history"] == [{"loss": None}]
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ValueError, match="bad.json"):
         R.load_results(tmp_path)

@@ -366,7 +366,19 @@ class _CondAsInput(nn.Module):
         return self.model(x, cond=cond)
 
 
+def _opset_range() -> tuple[int, int]:
+    """The ONNX opsets this torch's exporter writes."""
+    try:
+        from torch.onnx import _constants
+    except ImportError:  # private module: fall back to what torch 2.x supports
+        return 7, 20
+    return _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
+
+
 def _onnx_export(module, args, path, input_names, output_names, dynamic_axes, opset) -> Path:
+    low, high = _opset_range()
+    if as_int("opset", opset) < low or opset > high:
+        raise ValueError(f"opset must be in {low}..{high} (what this torch exports), got {opset}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():

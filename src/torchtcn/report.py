@@ -92,8 +92,21 @@ def write_result(record: dict[str, Any], results_dir) -> Path:
         raise ValueError(f"result record is missing {missing}")
     path = result_path(results_dir, record["task"], record["model"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, (json.dumps(record, indent=1) + "\n").encode())
+    text = json.dumps(_strict_json(record), indent=1, allow_nan=False)
+    atomic_write_bytes(path, (text + "\n").encode())
     return path
+
+
+def _strict_json(value):
+    """``value`` with every NaN or infinite float (a diverged run, ``--time-limit inf``) as
+    None: the result files stay standard JSON, which strict parsers can read."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def load_results(results_dir) -> list[dict[str, Any]]:

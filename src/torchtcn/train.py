@@ -182,7 +182,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} requested but CUDA is not available; use --device cpu")
-    return torch.device(name)
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"device must be auto, cpu, cuda or cuda:N, got {name!r}") from None
 
 
 def hardware_description(device: torch.device) -> str:
@@ -644,8 +647,10 @@ class Trainer:
 
         if self.state["best_epoch"] is None:
             # Nothing was validated: say so rather than let the file pass for a trained model.
+            resumable = (self.out_dir / "last.ckpt").exists()
             logger.warning("no epoch finished: model.safetensors holds the unvalidated weights at "
-                           "step %d (--resume continues the run)", self.state["step"])
+                           "step %d%s", self.state["step"],
+                           " (--resume continues the run)" if resumable else "")
         try:
             save(self.best_model(), self.out_dir / "model.safetensors",
                  metadata=self.task.model_metadata(self.datasets))

@@ -35,7 +35,14 @@ def add_parser(sub) -> None:
 
 
 def _runner(module: str):
-    return lambda args: importlib.import_module(module).run(args)
+    def run(args) -> int:
+        if getattr(args, "device", None) is not None:
+            from ..train import resolve_device
+
+            resolve_device(args.device)  # a clear error before anything is built
+        return importlib.import_module(module).run(args)
+
+    return run
 
 
 def _missing(name: str):

@@ -9,14 +9,16 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .train import device_name
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (best.ckpt / last.ckpt) on its task",
-                       description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its best.ckpt).")
+                       description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its best.ckpt, or last.ckpt when the run has not validated yet).")
     p.add_argument("checkpoint", help="a .ckpt written by torchtcn train, or its run folder")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--data-dir", default=None, help="data directory (default: as for train)")
-    p.add_argument("--device", default="auto", choices=["cpu", "cuda", "auto"])
+    p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto")
     p.set_defaults(func=run)
 
 
@@ -28,7 +30,9 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
 
     path = Path(path)
     if path.is_dir():
-        path = path / "best.ckpt"
+        # a run stopped before it validated has only last.ckpt: score that one
+        path = path / "best.ckpt" if (path / "best.ckpt").exists() or not (
+            path / "last.ckpt").exists() else path / "last.ckpt"
     doc = read_checkpoint_state(path)
     info = (doc.get("trainer") or {}).get("run") or {}
     if not {"task", "model", "train", "data"} <= set(info):

@@ -48,8 +48,9 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
     """Options shared by ``train`` and ``demo``."""
     p.add_argument("--data-dir", default=None,
                    help="data directory (default: $TORCHTCN_DATA, else ./data or ../shared/data)")
-    p.add_argument("--device", default=None, choices=["cpu", "cuda", "auto"],
-                   help="where to train (default: the preset's, auto = CUDA when available)")
+    p.add_argument("--device", default=None, type=device_name,
+                   help="cpu, cuda, cuda:N or auto (default: the preset's, auto = CUDA when "
+                   "available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, one per physical core). On a "
@@ -65,6 +66,14 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
     return value
+
+
+def device_name(text: str) -> str:
+    """argparse type: ``auto``, ``cpu``, ``cuda`` or ``cuda:N``."""
+    kind, _, index = text.partition(":")
+    if text in ("auto", "cpu", "cuda") or (kind == "cuda" and index.isdigit()):
+        return text
+    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, found {text!r}")
 
 
 @contextlib.contextmanager
@@ -162,6 +171,8 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     from ..train import Trainer, hardware_description
 
     get_task(task).resolve(model, overrides, **train_overrides)  # bad settings are named first
+    if results_dir is not None and Path(results_dir).exists() and not Path(results_dir).is_dir():
+        raise ValueError(f"--results-dir {results_dir} is a file; give a folder for the result")
     out = Path(out) if out is not None else Path("runs") / f"{task}-{model}"
     held = [name for name in ("last.ckpt", "best.ckpt") if (out / name).exists()]
     if held and not (resume or overwrite):
@@ -275,5 +286,12 @@ def _run(args: argparse.Namespace) -> int:
             if key.startswith("value_last"):
                 print(f"  mean test {metric} of the last {record['last_k_epochs']} epochs: "
                       f"{format_value(record[key], metric)}")
-    stopped_by_nan = record["stop_reason"] is not None and "non-finite" in record["stop_reason"]
-    return 1 if stopped_by_nan else 0
+    reason = record["stop_reason"] or ""
+    if "non-finite" in reason:
+        return 1
+    # interrupted (checkpoint and result saved): the shell's 128 + signal number, so that
+    # `torchtcn train ... && next` does not go on as if the run had finished
+    for name, code in (("SIGINT", 130), ("SIGTERM", 143)):
+        if reason == f"stopped by {name}":
+            return code
+    return 0
