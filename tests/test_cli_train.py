@@ -304,3 +304,31 @@ def test_eval_of_a_run_folder_that_never_validated_scores_last_ckpt(tmp_path, ca
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run"), "--device", "cpu"]) == 0
     assert "mse" in capsys.readouterr().out
+
+
+def test_a_setting_given_as_flag_and_as_key_value_is_refused(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=5", "--epochs", "2") == 2
+    assert "epochs given twice: as epochs=5 and as --epochs 2" in capsys.readouterr().err
+
+
+def test_summary_of_a_checkpoint(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    capsys.readouterr()
+    assert main(["summary", str(tmp_path / "run" / "best.ckpt")]) == 0
+    assert "receptive field" in capsys.readouterr().out.lower()
+
+
+def test_sizes_the_machine_cannot_hold_are_an_error_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import torchtcn.commands.train as command
+
+    def huge(*args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:118] DefaultCPUAllocator: can't "
+                           "allocate memory: you tried to allocate 320000000000 bytes")
+
+    monkeypatch.setattr(command, "train_one", huge)
+    assert _train(tmp_path, "epochs=1") == 2
+    assert "error: out of memory" in capsys.readouterr().err
+    monkeypatch.setattr(command, "train_one", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("a bug")))
+    with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError keeps its traceback
+        _train(tmp_path, "epochs=1")

@@ -243,6 +243,13 @@ def test_user_text_language_models(tmp_path, task_name, metric):
         assert r.test["perplexity"] == pytest.approx(math.exp(r.test["loss"]))
 
 
+def test_a_split_too_short_for_its_streams_is_named(tmp_path):
+    d = _corpus_dir(tmp_path)
+    with pytest.raises(ValueError, match=r"the valid split: cannot cut \d+ tokens into 100000 "
+                                         r"non-empty streams .*eval_batch_size=100000"):
+        build_run("word_lm", "tcn", {"data": str(d), **TINY_LM, "eval_batch_size": "100000"})
+
+
 def test_lstm_language_model_preset_ties_weights(tmp_path):
     d = _corpus_dir(tmp_path)
     run = build_run("word_lm", "lstm", {"data": str(d), "hidden_size": "8", "emsize": "8",

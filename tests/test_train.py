@@ -286,6 +286,8 @@ def test_min_lr_ends_the_run_once_annealed_below_it():
     ({"early_stop": 0}, "early_stop must be a positive int or None"),
     ({"min_lr": 0.0}, "min_lr must be a positive number"),
     ({"min_lr": float("nan")}, "min_lr must be a positive number"),
+    ({"lr_patience": -3}, "lr_patience must be an int >= 0"),
+    ({"lr_after": -1}, "lr_after must be an int >= 0"),
 ])
 def test_early_stop_settings_are_checked(bad, match):
     with pytest.raises(ValueError, match=match):

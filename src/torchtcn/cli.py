@@ -45,6 +45,14 @@ def main(argv: list[str] | None = None) -> int:
         # OSError: missing files, and a checkpoint that could not be written (disk full).
         print(f"torchtcn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except (MemoryError, RuntimeError) as e:
+        # sizes the machine cannot hold (channels=8*10000000000): torch's allocator says so
+        # in a RuntimeError; any other RuntimeError is a bug and keeps its traceback
+        if not isinstance(e, MemoryError) and "allocate" not in str(e) and "out of memory" not in str(e):
+            raise
+        print(f"torchtcn {args.command}: error: out of memory ({e or 'MemoryError'}); use "
+              "smaller settings", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -115,8 +115,10 @@ class TrainConfig:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise ValueError(f"{name} must be a positive int or None, got {v!r}")
-        if isinstance(self.lr_after, bool) or not isinstance(self.lr_after, int) or self.lr_after < 0:
-            raise ValueError(f"lr_after must be an int >= 0, got {self.lr_after!r}")
+        for name in ("lr_after", "lr_patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be an int >= 0, got {value!r}")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
         if self.optimizer not in OPTIMIZERS:

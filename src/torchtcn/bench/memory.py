@@ -28,6 +28,7 @@ import sys
 
 import torch
 
+from ..commands.config_args import positive_int
 from . import common
 
 log = logging.getLogger(__name__)
@@ -115,8 +116,8 @@ def measure(key: str, batch_size: int, seq_len: int, device: str = "cpu", amp=No
 def _child_main(argv: list[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m torchtcn.bench.memory")
     p.add_argument("--child", required=True, choices=sorted(common.CONTENDERS))
-    p.add_argument("--batch-size", type=int, required=True)
-    p.add_argument("--seq-len", type=int, required=True)
+    p.add_argument("--batch-size", type=positive_int, required=True)
+    p.add_argument("--seq-len", type=positive_int, required=True)
     p.add_argument("--device", default="cpu")
     p.add_argument("--amp", default=None)
     a = p.parse_args(argv)
@@ -191,9 +192,9 @@ def table(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[str]], list
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="torchtcn,torchtcn-lowmem,pytorch-tcn,lstm,gru",
                         help=f"comma list of {','.join(common.CONTENDERS)}")
-    parser.add_argument("--batch-size", type=int, default=16)
-    parser.add_argument("--seq-len", type=int, default=8192)
-    parser.add_argument("--repeats", type=int, default=2, help="processes per model")
+    parser.add_argument("--batch-size", type=positive_int, default=16)
+    parser.add_argument("--seq-len", type=positive_int, default=8192)
+    parser.add_argument("--repeats", type=positive_int, default=2, help="processes per model")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--markdown", default=None, help="write the table to this file")

@@ -23,6 +23,7 @@ import time
 
 import torch
 
+from ..commands.config_args import positive_int
 from . import common, memory
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ SWEEP_LENGTHS = "128,256,512,1024,2048,4096,8192,16384"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=ALL, help=f"comma list of {','.join(common.CONTENDERS)}")
-    parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--seq-len", type=int, default=784)
-    parser.add_argument("--repeats", type=int, default=10, help="timed steps per model")
+    parser.add_argument("--batch-size", type=positive_int, default=64)
+    parser.add_argument("--seq-len", type=positive_int, default=784)
+    parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps per model")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], action="append", default=None,
@@ -51,14 +52,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "gradients), under the first allocator setting")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory (see `torchtcn bench memory`)")
-    parser.add_argument("--memory-batch-size", type=int, default=16)
-    parser.add_argument("--memory-seq-len", type=int, default=8192)
-    parser.add_argument("--memory-repeats", type=int, default=2)
+    parser.add_argument("--memory-batch-size", type=positive_int, default=16)
+    parser.add_argument("--memory-seq-len", type=positive_int, default=8192)
+    parser.add_argument("--memory-repeats", type=positive_int, default=2)
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep the sequence length (TCN vs LSTM, time and memory)")
     parser.add_argument("--sweep-lengths", default=SWEEP_LENGTHS)
     parser.add_argument("--sweep-models", default="torchtcn,torchtcn-lowmem,lstm")
-    parser.add_argument("--sweep-batch-size", type=int, default=16)
+    parser.add_argument("--sweep-batch-size", type=positive_int, default=16)
     parser.add_argument("--plot", default="docs/performance_sweep.png",
                         help="where --sweep saves its plot (PNG)")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")

@@ -9,6 +9,17 @@ import typing
 from typing import Any
 
 
+def positive_int(text: str) -> int:
+    """argparse type: a whole number >= 1 (the message quotes what was typed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
+    return value
+
+
 def parse_int_list(text: str) -> tuple[int, ...]:
     """``"25,25,25"``, ``"25*3"`` or ``"32*2,64"`` -> a tuple of ints.
 

@@ -18,7 +18,8 @@ def add_parser(sub) -> None:
         "torchtcn summary --in-channels 1 --channels 25*8 --kernel-size 7",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors)")
+    p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors) or "
+                   "a training checkpoint (.ckpt)")
     add_config_arguments(p, TCNConfig)
     # A saved model needs none of the architecture flags.
     for action in p._actions:
@@ -27,7 +28,11 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.path:
+    if args.path and str(args.path).endswith(".ckpt"):
+        from ..checkpoint import load_checkpoint
+
+        model = load_checkpoint(args.path).inference_model
+    elif args.path:
         model = load(args.path)
     else:
         if args.in_channels is None or args.channels is None:

@@ -15,6 +15,8 @@ import logging
 import os
 from pathlib import Path
 
+from .config_args import positive_int
+
 logger = logging.getLogger(__name__)
 
 
@@ -55,17 +57,6 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, one per physical core). On a "
                    "machine busy with other jobs, fewer threads than cores is often much faster")
-
-
-def positive_int(text: str) -> int:
-    """argparse type: a whole number >= 1 (the message quotes what was typed)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, found {text!r}")
-    return value
 
 
 def device_name(text: str) -> str:
@@ -253,6 +244,10 @@ def _run(args: argparse.Namespace) -> int:
     # trainer settings set by flags rather than key=value (None: the preset's)
     flags = {"epochs": args.epochs, "seed": args.seed, "device": args.device, "max_steps": args.max_steps,
              "time_limit": args.time_limit, "checkpoint_every": args.checkpoint_every}
+    for key, value in flags.items():
+        if value is not None and key in overrides:  # e.g. epochs=5 --epochs 2: which one?
+            raise ValueError(f"{key} given twice: as {key}={overrides[key]} and as "
+                             f"--{key.replace('_', '-')} {value}; give it once")
     if args.show_settings:
         from ..tasks import get_task
 

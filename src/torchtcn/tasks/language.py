@@ -73,6 +73,16 @@ class PassageDataset:
         return inputs, targets
 
 
+def _windows(split: str, tokens, n_streams: int, data: dict, vocab: int) -> WindowDataset:
+    """The split's windows; a split too short for its streams is named in the error."""
+    try:
+        return WindowDataset(tokens, n_streams, data["seq_len"], data["valid_len"], vocab)
+    except ValueError as e:
+        setting = "batch_size" if split == "train" else "eval_batch_size"
+        raise ValueError(f"the {split} split: {e} (one stream per example of a batch: "
+                         f"{setting}={n_streams})") from None
+
+
 class LanguageTask(Task):
     """Next-token prediction with a (tied) language model; bpc or perplexity."""
 
@@ -92,11 +102,9 @@ class LanguageTask(Task):
         d, t = spec.data, spec.train
         vocab = len(corpus.dictionary)
         eval_streams = t.eval_batch_size or t.batch_size
-        return {
-            "train": WindowDataset(corpus.train, t.batch_size, d["seq_len"], d["valid_len"], vocab),
-            "valid": WindowDataset(corpus.valid, eval_streams, d["seq_len"], d["valid_len"], vocab),
-            "test": WindowDataset(corpus.test, eval_streams, d["seq_len"], d["valid_len"], vocab),
-        }
+        streams = {"train": t.batch_size, "valid": eval_streams, "test": eval_streams}
+        return {split: _windows(split, getattr(corpus, split), streams[split], d, vocab)
+                for split in ("train", "valid", "test")}
 
     def build_model(self, spec, datasets):
         return language_model(spec, datasets["train"].vocab_size)
