@@ -48,7 +48,8 @@ def main(argv: list[str] | None = None) -> int:
     except (MemoryError, RuntimeError) as e:
         # sizes the machine cannot hold (channels=8*10000000000): torch's allocator says so
         # in a RuntimeError; any other RuntimeError is a bug and keeps its traceback
-        if not isinstance(e, MemoryError) and "allocate" not in str(e) and "out of memory" not in str(e):
+        allocation = "allocate" in str(e) or "out of memory" in str(e)
+        if not (isinstance(e, MemoryError) or allocation):
             raise
         print(f"torchtcn {args.command}: error: out of memory ({e or 'MemoryError'}); use "
               "smaller settings", file=sys.stderr)

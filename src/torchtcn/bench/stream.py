@@ -30,7 +30,8 @@ log = logging.getLogger(__name__)
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--streams", default="1,64,1024", help="batch sizes for throughput")
-    parser.add_argument("--repeats", type=positive_int, default=30, help="timed rounds per contender")
+    parser.add_argument("--repeats", type=positive_int, default=30,
+                        help="timed rounds per contender")
     parser.add_argument("--inner", type=positive_int, default=50, help="steps per timed round")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")

@@ -45,7 +45,8 @@ def data_sets_for(names: list[str]) -> list[str]:
                                  "or your own files given with --data)")
         else:
             raise ValueError(f"unknown data set or task {name!r}; data sets: "
-                             f"{', '.join(sorted(DATASETS))}; tasks: {', '.join(available_tasks())}")
+                             f"{', '.join(sorted(DATASETS))}; tasks: "
+                             f"{', '.join(available_tasks())}")
         out += [s for s in sets if s not in out]
     return out
 

@@ -14,7 +14,8 @@ from .train import device_name
 
 def add_parser(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a checkpoint (best.ckpt / last.ckpt) on its task",
-                       description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its best.ckpt, or last.ckpt when the run has not validated yet).")
+                       description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its "
+                       "best.ckpt, or last.ckpt when the run has not validated yet).")
     p.add_argument("checkpoint", help="a .ckpt written by torchtcn train, or its run folder")
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--data-dir", default=None, help="data directory (default: as for train)")

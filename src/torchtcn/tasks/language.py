@@ -155,8 +155,8 @@ def _require(spec, what: str):
 def _task(cls, name, description, metric, paper, loader, train, data, models, downloads=()):
     task_cls = type(f"{cls.__name__}_{name}", (cls,), {"loader": staticmethod(loader)})
     register_task(task_cls(name=name, description=description, metric=metric, paper=paper,
-                           train_preset=train, data_preset=data, model_presets=models, shuffle=False,
-                           downloads=downloads))
+                           train_preset=train, data_preset=data, model_presets=models,
+                           shuffle=False, downloads=downloads))
 
 
 # Trainer presets: SGD, annealed as the reference scripts do (char: /10 when valid is worse than
