@@ -62,3 +62,12 @@ def test_caller_model_untouched():
 
 def test_recurrent_baseline_is_causal():
     assert check_causality(torchtcn.LSTM(2, 5))
+
+
+def test_a_model_with_a_head_is_refused_with_a_hint():
+    clf = torchtcn.SequenceModel(torchtcn.TCN(1, [4, 4], kernel_size=3), "last_step", 2)
+    with pytest.raises(TypeError, match="got SequenceModel: pass its .body"):
+        torchtcn.measure_receptive_field(clf)
+    with pytest.raises(TypeError, match="sequence-to-sequence model"):
+        torchtcn.check_causality(torch.nn.Linear(2, 2))
+    assert torchtcn.measure_receptive_field(clf.body) == (clf.body.receptive_field, 0)

@@ -25,6 +25,11 @@ def _prepare(model: nn.Module, train: bool):
     """A float64 CPU copy of ``model`` as a function of x alone (the caller's model keeps its
     mode, dtype and device). A conditioned model gets one fixed random vector per sequence:
     the same in every call, so it cannot make a past output move."""
+    if not (isinstance(model, nn.Module) and hasattr(model, "in_channels")
+            and hasattr(model, "layout")):
+        hint = ": pass its .body" if hasattr(model, "body") else ""
+        raise TypeError(f"expected a sequence-to-sequence model (TCN, LSTM, GRU, RNN) mapping "
+                        f"(N, C, T) to (N, C', T), got {type(model).__name__}{hint}")
     probe = copy.deepcopy(model).double().cpu().train(train)
     channels = getattr(getattr(model, "config", None), "cond_channels", 0)
     if not channels:
