@@ -57,6 +57,34 @@ def test_loader_keeps_numeric_columns_and_names_every_problem(tmp_path):
         load_series_csv(bad)
 
 
+def test_a_row_of_empty_cells_is_a_missing_step_not_dropped(tmp_path):
+    bad = tmp_path / "gap.csv"
+    bad.write_text("step,wave\n0,1.0\n,\n2,3.0\n\n\n")  # trailing blank lines are fine
+    with pytest.raises(ValueError, match=r"column 'step' is numeric but row 3 holds ''"):
+        load_series_csv(bad)
+
+
+def test_a_small_variation_on_a_large_offset_survives_normalising(tmp_path):
+    # float32 statistics would give std 0 and every input 192.0; float64 keeps the sine
+    path = tmp_path / "offset.csv"
+    path.write_text("t,x\n" + "".join(f"{i},{1e9 + math.sin(i / 5)!r}\n" for i in range(300)))
+    train = build_run("series", "tcn", {"data": str(path), **TINY}).datasets["train"]
+    x = train.x[1]
+    assert x.std() > 0.5 and x.abs().max() < 3
+    huge = tmp_path / "huge.csv"
+    huge.write_text("t,x\n" + "".join(f"{i},{1e300 * (1 + i % 3)!r}\n" for i in range(300)))
+    with pytest.raises(ValueError, match=r"columns \['x'\] hold values too large to normalise"):
+        build_run("series", "tcn", {"data": str(huge), **TINY})  # a clear error, not NaN losses
+
+
+def test_settings_that_would_break_a_forecast_are_refused(tmp_path):
+    path = write_csv(tmp_path / "s.csv")
+    with pytest.raises(ValueError, match="non-causal model .* would read its own targets"):
+        build_run("series", "tcn", {"data": str(path), "causal": "false"})
+    with pytest.raises(ValueError, match="unknown setting 'layout'"):
+        build_run("series", "tcn", {"data": str(path), "layout": "NLC"})
+
+
 def test_chronological_split():
     assert chronological_split(100, 0.1, 0.2) == (70, 80)
     assert chronological_split(5, 0.1, 0.1) == (3, 4)  # every split gets a step
@@ -253,7 +281,8 @@ def test_gaussian_monte_carlo_spread_is_the_mixture_of_the_passes(tmp_path):
 
     model, stats = load_forecaster(run_dir)
     values = load_series_csv(path).values
-    x = ((values - torch.tensor(stats["mean"])) / torch.tensor(stats["std"])).T.unsqueeze(0)
+    x = ((values - torch.tensor(stats["mean"], dtype=torch.float64))
+         / torch.tensor(stats["std"], dtype=torch.float64)).T.unsqueeze(0).float()
     lik = Likelihood.from_json(stats["likelihood"])
     torch.manual_seed(1)
     with torch.no_grad(), torchtcn.mc_dropout(model):

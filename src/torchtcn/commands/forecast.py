@@ -125,13 +125,14 @@ def forecast(model: nn.Module, stats: dict, values: torch.Tensor,
     t holds the forecasts of the targets at rows ``t + k`` (k in ``stats["steps"]``,
     step-major) made from rows ``0..t``, each target's columns side by side (see the module
     docstring). With ``samples``: Monte Carlo dropout over that many passes."""
-    mean = torch.tensor(stats["mean"], dtype=torch.float32)
-    std = torch.tensor(stats["std"], dtype=torch.float32)
+    # float64, as in training: a large offset with a small variation survives normalising
+    mean = torch.tensor(stats["mean"], dtype=torch.float64)
+    std = torch.tensor(stats["std"], dtype=torch.float64)
     steps, horizon = stats["steps"], stats["horizon"]
     target = [stats["columns"].index(name) for name in stats["target"]] * len(steps)
     names = stats["target"] if steps == [horizon] else [
         f"{name}+{k}" for k in steps for name in stats["target"]]
-    x = ((values - mean) / std).T.unsqueeze(0)  # (1, C, T)
+    x = ((values.double() - mean) / std).T.unsqueeze(0)  # (1, C, T)
     if getattr(model.body, "layout", "NCL") == "NLC":
         x = x.transpose(1, 2)
     p = next(model.parameters())
@@ -140,7 +141,7 @@ def forecast(model: nn.Module, stats: dict, values: torch.Tensor,
                                       x.to(p.device, p.dtype), samples)
     columns = []
     for suffix, part in parts:  # (D, T) normalised -> (T, D) in data units
-        part = part.T.float().cpu() * std[target]
+        part = part.T.double().cpu() * std[target]
         columns.append(part if suffix == "_std" else part + mean[target])
     table = torch.stack(columns, 2).flatten(1)  # (T, D * kinds): each target's side by side
     return table, [name + suffix for name in names for suffix, _ in parts]

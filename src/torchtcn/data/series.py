@@ -30,7 +30,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class SeriesData:
-    """``values`` (T, C) float32, oldest first; ``columns`` their names; ``target`` the names of
+    """``values`` (T, C) float64, oldest first; ``columns`` their names; ``target`` the names of
     the columns to forecast (a subset of ``columns``)."""
 
     values: torch.Tensor
@@ -68,7 +68,8 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
         raise FileNotFoundError(f"no CSV file at {path}")
     with open(path, newline="", encoding="utf-8-sig") as f:
         rows = list(csv.reader(f))
-    rows = [r for r in rows if any(cell.strip() for cell in r)]
+    while rows and not any(cell.strip() for cell in rows[-1]):
+        rows.pop()  # trailing blank lines; an empty row inside the file is a missing step
     if len(rows) < 3:
         found = "an empty file" if not rows else f"a header and {len(rows) - 1} row(s) of values"
         raise ValueError(f"{path}: expected a header row and at least 2 rows of values, "
@@ -102,8 +103,10 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
     if missing or not target:
         raise ValueError(f"{path}: target columns {missing or target} are not numeric columns of "
                          f"the file; numeric columns: {columns}")
+    # float64: normalising in float32 would lose a small variation on a large offset (1e9 +
+    # sin t) and overflow beyond 3.4e38; the normalised windows are cast afterwards
     values = torch.tensor([col for _, col in numeric], dtype=torch.float64).T.contiguous()
-    return SeriesData(values.float(), columns, target)
+    return SeriesData(values, columns, target)
 
 
 def chronological_split(length: int, valid_fraction: float, test_fraction: float) -> tuple[int, int]:

@@ -220,6 +220,9 @@ class Task:
             adding-problem number; locuslab/TCN issue #40).
         downloads: the :mod:`torchtcn.data.download` data sets the task's default data comes
             from (``torchtcn download TASK``, ``torchtcn train TASK --download``).
+        predicts_ahead: the output at step t is scored against later inputs (next frame,
+            next token, a forecast): a non-causal body would read its own targets, so
+            ``causal=false`` is refused.
     """
 
     name: str
@@ -233,6 +236,7 @@ class Task:
     needs_data: bool = True
     report_last_k: int | None = None
     downloads: tuple[str, ...] = ()
+    predicts_ahead: bool = False
 
     def downloads_for(self, data: dict[str, Any]) -> tuple[str, ...]:
         """The data sets to download for the data settings ``data`` (none for a user's own
@@ -249,7 +253,9 @@ class Task:
         cls = get_model_class(model)
         hints = typing.get_type_hints(cls.config_class)
         fields = dataclasses.fields(cls.config_class)
-        return {f.name: hints[f.name] for f in fields if f.name not in _DATA_FIXED_KEYS}
+        # layout: a task's data is (N, C, T), the body is fed that way
+        return {f.name: hints[f.name] for f in fields
+                if f.name not in _DATA_FIXED_KEYS and f.name != "layout"}
 
     def model_help(self, model: str) -> dict[str, str]:
         """One line of help per settable model key (from the config's field metadata).
@@ -305,6 +311,10 @@ class Task:
         unknown = sorted(set(train) - set(train_hints))
         if unknown:
             raise ValueError(f"unknown trainer setting(s) {unknown}; valid: {sorted(train_hints)}")
+        if self.predicts_ahead and model_kwargs.get("causal") is False:
+            raise ValueError(f"task {self.name!r} scores each step's output against later "
+                             "inputs: a non-causal model (causal=false) would read its own "
+                             "targets; train it causal")
         return RunSpec(self.name, model, TrainConfig(**train), data, model_kwargs)
 
     def stored_data_settings(self, stored: dict[str, Any]) -> dict[str, Any]:

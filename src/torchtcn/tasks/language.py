@@ -92,11 +92,6 @@ class LanguageTask(Task):
     def is_language_model(self) -> bool:
         return True
 
-    def model_keys(self, model):
-        keys = super().model_keys(model)
-        keys.pop("layout", None)  # the LanguageModel feeds the body NCL or NLC itself
-        return keys
-
     def load(self, spec, data_dir=None):
         corpus = type(self).loader(spec, data_dir)
         d, t = spec.data, spec.train
@@ -156,7 +151,7 @@ def _task(cls, name, description, metric, paper, loader, train, data, models, do
     task_cls = type(f"{cls.__name__}_{name}", (cls,), {"loader": staticmethod(loader)})
     register_task(task_cls(name=name, description=description, metric=metric, paper=paper,
                            train_preset=train, data_preset=data, model_presets=models,
-                           shuffle=False, downloads=downloads))
+                           shuffle=False, downloads=downloads, predicts_ahead=True))
 
 
 # Trainer presets: SGD, annealed as the reference scripts do (char: /10 when valid is worse than
@@ -233,5 +228,5 @@ register_task(LambadaTask(
     model_presets={"tcn": {"channels": (500,) * 5, "kernel_size": 4, "dropout": 0.1, "emsize": 500,
                            "embed_dropout": 0.1, "tie_weights": True},
                    **{m: {**kw, "hidden_size": 500, "emsize": 500} for m, kw in _WORD_RNN.items()}},
-    shuffle=False, downloads=("lambada",),
+    shuffle=False, downloads=("lambada",), predicts_ahead=True,
 ))

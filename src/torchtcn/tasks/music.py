@@ -135,6 +135,7 @@ _TRAIN = {"epochs": 100, "batch_size": 1, "eval_batch_size": 16, "optimizer": "a
 _GRU_RNN_LR = {"gru": {"lr": 5e-4}, "rnn": {"lr": 5e-4}}
 
 register_task(MusicTask(
+    predicts_ahead=True,
     name="jsb", description="JSB Chorales: next frame of 88 keys (NLL per frame)", metric="nll_per_frame",
     paper=Paper(tcn=8.10, lstm=8.45, gru=8.43, rnn=8.91, size="300K", note="Table 1"),
     train_preset=dict(_TRAIN), data_preset={"data": "JSB_Chorales", "loss_reduction": "mean"},
@@ -146,6 +147,7 @@ register_task(MusicTask(
                            {"lstm": 224, "gru": 262, "rnn": 466}, train={"gru": {"lr": 5e-4}}),
 ))
 register_task(MusicTask(
+    predicts_ahead=True,
     name="nottingham", description="Nottingham: next frame of 88 keys (NLL per frame)",
     metric="nll_per_frame",
     paper=Paper(tcn=3.07, lstm=3.29, gru=3.46, rnn=4.05, size="1M", note="Table 1"),
@@ -157,6 +159,7 @@ register_task(MusicTask(
                            {"lstm": 448, "gru": 520, "rnn": 914}, train=_GRU_RNN_LR),
 ))
 register_task(MusicTask(
+    predicts_ahead=True,
     name="music", description="any piano-roll .mat file (--data PATH): next frame (NLL per frame)",
     metric="nll_per_frame", paper=Paper(note="user data: no paper number"),
     train_preset=dict(_TRAIN), data_preset={"data": None, "loss_reduction": "mean"},

@@ -133,10 +133,15 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
         raise ValueError(f"horizon={horizon} leaves no forecast to train on: the training part "
                          f"has {valid_start} steps")
     likelihood = Likelihood(data["likelihood"], data["quantiles"])
-    train = values[:valid_start]
+    train = values[:valid_start].double()
     mean, std = train.mean(0), train.std(0, unbiased=False)
+    overflow = [c for c, m, v in zip(series.columns, mean, std)
+                if not (m.isfinite() and v.isfinite())]
+    if overflow:
+        raise ValueError(f"columns {overflow} hold values too large to normalise (their training "
+                         "mean or standard deviation overflows float64): rescale them")
     std = torch.where(std > 0, std, torch.ones_like(std))  # a constant column stays 0
-    norm = (values - mean) / std
+    norm = ((values.double() - mean) / std).float()  # statistics in float64, windows float32
     steps = list(range(1, horizon + 1)) if data["all_horizons"] else [horizon]
     x = norm[: total - horizon].T.contiguous()  # input step t forecasts steps t + k
     y = torch.cat([norm[k : total - horizon + k, series.target_index] for k in steps], 1)
@@ -190,7 +195,7 @@ class SeriesTask(Task):
 
 
 register_task(SeriesTask(
-    name="series",
+    name="series", predicts_ahead=True,
     description="any CSV time series (--data PATH): forecast target columns (normalised MSE)",
     metric="mse",
     paper=Paper(note="user data: no paper number"),
