@@ -71,3 +71,17 @@ def test_a_model_with_a_head_is_refused_with_a_hint():
     with pytest.raises(TypeError, match="sequence-to-sequence model"):
         torchtcn.check_causality(torch.nn.Linear(2, 2))
     assert torchtcn.measure_receptive_field(clf.body) == (clf.body.receptive_field, 0)
+
+
+def test_causality_check_leaves_the_callers_random_numbers_alone():
+    model = torchtcn.TCN(1, [4, 4], kernel_size=3, dropout=0.1)
+    draws = []
+    for seed in (0, 99):
+        torch.manual_seed(seed)
+        assert check_causality(model, train=True)
+        draws.append(torch.rand(3))
+    torch.manual_seed(99)
+    torch.testing.assert_close(draws[1], torch.rand(3), rtol=0, atol=0)
+    assert not torch.equal(draws[0], draws[1])
+    with pytest.raises(ValueError, match="length must be an int >= 2"):
+        check_causality(model, length=1)  # nothing to perturb: it would pass any model

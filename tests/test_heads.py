@@ -45,6 +45,16 @@ def test_receptive_field_warning_is_visible_and_silenceable():
         covered(torch.randn(1, 1, 7))  # exactly the receptive field: no warning
 
 
+def test_non_causal_last_step_warning_counts_only_the_history():
+    # RF 13 with lookahead 6: the last step sees 7 steps, itself and 6 before it
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [8, 8], kernel_size=3, causal=False),
+                                   "last_step", 1)
+    with pytest.warns(torchtcn.ReceptiveFieldWarning, match=r"history \(7 of .* 13 .*first 1 ") as w:
+        model(torch.randn(1, 1, 8))
+    assert w[0].filename == __file__  # the user's line, not one inside torch
+    assert torchtcn.measure_receptive_field(model.body) == (13, 6)
+
+
 def test_per_step_head_never_warns():
     model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), "per_step", 1)
     with warnings.catch_warnings():

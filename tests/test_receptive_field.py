@@ -121,3 +121,19 @@ def test_a_model_with_blind_spots_warns_once_built_and_can_be_silenced():
         torchtcn.TCN(1, [4] * 6, kernel_size=2)  # 2**i: no holes, no warning
         warnings.simplefilter("ignore", torchtcn.ReceptiveFieldWarning)
         torchtcn.TCN(1, [4, 4], kernel_size=2, dilations=[1, 4])
+
+
+def test_blind_spots_of_deep_stacks_answer_at_once():
+    # 60 doubling blocks: a receptive field of 2**61 steps, no bitset of that size is built
+    assert rf.blind_spots(2, rf.default_dilations(60)) == []
+    assert rf.blind_spots(3, [1, 2, 4] * 20) == []
+    assert rf.blind_spots(2, [1, 4] + [8] * 30)[:2] == [3, 7]  # holes still found
+
+
+def test_convs_per_block_is_checked_everywhere():
+    for call in (lambda: rf.blocks_for_history(5, 3, convs_per_block=0),
+                 lambda: rf.plan_dilations(5, 3, convs_per_block=-1)):
+        with pytest.raises(ValueError, match="convs_per_block must be >= 1"):
+            call()
+    with pytest.raises(TypeError, match="convs_per_block must be an int"):
+        rf.blocks_for_history(5, 3, convs_per_block=2.5)

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,7 +20,7 @@ from .baselines import _stream_index
 from .fused import tracing
 from .receptive_field import ReceptiveFieldWarning
 from .registry import model_from_spec, model_spec, register_model
-from .validation import as_int, checked_lengths
+from .validation import as_int, checked_lengths, warn_at_caller
 
 
 class _LinearHead(nn.Module):
@@ -299,13 +298,20 @@ class SequenceModel(nn.Module):
 
     def _check_coverage(self, length: int) -> None:
         rf = self.body.receptive_field
-        if rf is not None and length > rf:
+        if rf is None:
+            return
+        # the last step sees rf - lookahead steps: itself and its history (a non-causal
+        # body spends the rest of its field on a future the last step does not have)
+        seen = rf - getattr(self.body, "lookahead", 0)
+        if length > seen:
             self._warned = True
-            warnings.warn(
-                f"sequences of length {length} are longer than the receptive field ({rf}): "
-                f"the last step cannot see the first {length - rf} inputs",
+            what = f"the receptive field ({rf})" if seen == rf else (
+                f"the last step's history ({seen} of the receptive field's {rf} steps; the "
+                "rest look ahead)")
+            warn_at_caller(
+                f"sequences of length {length} are longer than {what}: the last step cannot "
+                f"see the first {length - seen} inputs",
                 ReceptiveFieldWarning,
-                stacklevel=3,
             )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass, field
 
 import torch
@@ -13,7 +12,7 @@ from .layers import (ACTIVATIONS, DROPOUT_KINDS, GATES, INIT_SCOPES, NORMS, Resi
                      make_activation)
 from .configs import ConfiguredModel
 from .registry import register_model
-from .validation import as_int, check_cond, check_sequence_input
+from .validation import as_int, check_cond, check_sequence_input, warn_at_caller
 
 LAYOUTS = ("NCL", "NLC")
 
@@ -285,13 +284,12 @@ class TCN(ConfiguredModel, nn.Module):
         holes = self.blind_spots
         if holes:
             c = self._config
-            warnings.warn(
+            warn_at_caller(
                 f"kernel_size={c.kernel_size} with dilations {list(self.dilations)} leaves "
                 f"{len(holes)} of the {self.receptive_field} steps of the receptive field unseen "
                 f"(lags {rf.describe_lags(holes)}): the dilations step over them; start at 1 "
                 "and grow by at most the span covered so far (the default 2**i leaves none)",
                 rf.ReceptiveFieldWarning,
-                stacklevel=3,
             )
 
     @property

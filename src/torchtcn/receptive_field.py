@@ -143,6 +143,7 @@ def blocks_for_history(
     _check_positive_int("target", target)
     _check_positive_int("kernel_size", kernel_size)
     _check_positive_int("base", base)
+    _check_positive_int("convs_per_block", convs_per_block)
     if target == 1:
         return 1
     if kernel_size == 1:
@@ -193,6 +194,17 @@ def blind_spots(
         []
     """
     _check_stack(kernel_size, dilations, convs_per_block)
+    # The reachable lags are a Minkowski sum, which does not depend on the convolutions'
+    # order: taken by growing dilation, they stay one unbroken run 0..reach exactly when no
+    # dilation jumps past reach + 1. That answers the usual stacks at once, however large
+    # their receptive field (a bitset of 2**60 bits would not fit).
+    reach = 0
+    for d in sorted(dilations):
+        if d > reach + 1:
+            break
+        reach += convs_per_block * (kernel_size - 1) * d
+    else:
+        return []
     # Bit l of ``seen`` is set when some path reaches causal lag l: each convolution adds one
     # of its taps' lags (a Minkowski sum, done as shifts of a Python int used as a bitset).
     seen = 1

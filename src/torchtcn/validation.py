@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import operator
+import os
+import sys
+import warnings
 
 import torch
 
@@ -118,3 +121,14 @@ def checked_lengths(lengths, batch: int, steps: int) -> torch.Tensor:
         raise ValueError(f"lengths must be in 1..{steps} (the padded length), got "
                          f"min {int(lengths.min())}, max {int(lengths.max())}")
     return lengths.long()
+
+
+def warn_at_caller(message: str, category: type[Warning]) -> None:
+    """``warnings.warn`` attributed to the first frame outside torchtcn and torch: the user's
+    line that built or called the model, not a line in ``nn.Module.__call__``."""
+    internal = (os.path.dirname(os.path.abspath(__file__)) + os.sep,
+                os.path.dirname(os.path.abspath(torch.__file__)) + os.sep)
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(internal):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
