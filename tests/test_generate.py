@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -99,4 +100,17 @@ def test_errors():
         generate(TCN(2, [3]).eval(), torch.randn(1, 2, 3), 2)
     with pytest.raises(ValueError, match="language model"):
         generate(TCN(2, [2]).eval(), torch.randn(1, 2, 3), 2, sample="multinomial")
+    with pytest.raises(ValueError, match="temperature must be a finite number"):
+        generate(lm, torch.zeros(1, 2, dtype=torch.long), 2, temperature=float("nan"))
+    with pytest.raises(TypeError, match="streams .* got Linear"):
+        generate(torch.nn.Linear(2, 2), torch.randn(1, 2, 3), 2)
+    lstm = torchtcn.LSTM(2, 2).eval()
+    with pytest.raises(ValueError, match="cond was given, but this LSTM is not conditioned"):
+        generate(lstm, torch.randn(1, 2, 3), 2, cond=torch.randn(1, 4))
+    assert generate(lstm, torch.randn(1, 2, 3), np.int64(2)).shape == (1, 2, 5)
+    for bad in (lambda logits: logits.argmax(1)[:1],  # one token for two streams
+                lambda logits: logits.argmax(1).float(),  # not token ids
+                lambda logits: logits):  # logits, not tokens
+        with pytest.raises(ValueError, match=r"sampler callable must map .* \(2,\) integer"):
+            generate(lm, torch.zeros(2, 2, dtype=torch.long), 2, sample=bad)
     assert torchtcn.generate is generate

@@ -14,11 +14,13 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 
 from .heads import LanguageModel
+from .validation import as_int
 
 SAMPLERS = ("greedy", "multinomial")
 
@@ -35,7 +37,16 @@ def _check_causal(model) -> None:
 def _pick_token(logits, sample, temperature: float, generator) -> torch.Tensor:
     """(N, vocab) logits -> (N,) next tokens."""
     if callable(sample):
-        return sample(logits)
+        token = sample(logits)
+        n = logits.shape[0]
+        if not (isinstance(token, torch.Tensor) and token.shape == (n,)
+                and not token.is_floating_point() and not token.is_complex()
+                and token.dtype != torch.bool):
+            found = (f"{token.dtype} of shape {tuple(token.shape)}"
+                     if isinstance(token, torch.Tensor) else type(token).__name__)
+            raise ValueError(f"a sampler callable must map (N, vocab) logits to (N,) = ({n},) "
+                             f"integer tokens, found {found}")
+        return token
     if sample == "greedy":
         return logits.argmax(dim=1)
     probs = torch.softmax(logits.float() / temperature, dim=1)
@@ -84,12 +95,16 @@ def generate(
         >>> generate(lm, prompt, steps=5, sample="multinomial", generator=gen).shape
         torch.Size([2, 8])
     """
-    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-        raise ValueError(f"steps must be an int >= 0, got {steps!r}")
+    steps = as_int("steps", steps, minimum=0)
     if not (callable(sample) or sample in SAMPLERS):
         raise ValueError(f"sample must be one of {list(SAMPLERS)} or a callable, got {sample!r}")
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float))
+            or not 0 < temperature < math.inf):
+        raise ValueError(f"temperature must be a finite number > 0, got {temperature!r}")
+    if not (isinstance(model, torch.nn.Module) and hasattr(model, "init_state")
+            and hasattr(model, "step")):
+        raise TypeError(f"generate needs a torchtcn model that streams (init_state / step), "
+                        f"got {type(model).__name__}")
     if not isinstance(prompt, torch.Tensor):
         raise TypeError(f"prompt must be a torch.Tensor, got {type(prompt).__name__}")
     _check_causal(model)
@@ -100,6 +115,10 @@ def generate(
     if sample == "multinomial":
         raise ValueError("sample='multinomial' needs a language model; regressors take "
                          "'greedy' or a callable")
+    body_config = getattr(getattr(model, "body", model), "config", None)
+    if cond is not None and not getattr(body_config, "cond_channels", 0):
+        raise ValueError(f"cond was given, but this {type(model).__name__} is not conditioned "
+                         "(a TCN built with cond_channels > 0 takes it)")
     return _generate_frames(model, prompt, steps, sample, {} if cond is None else {"cond": cond})
 
 
