@@ -306,3 +306,14 @@ def test_none_spelt_as_a_string_means_no_norm_or_gate():
     model = TCN(1, [4, 4], norm="none", gate="none")
     assert model.config.norm is None and model.config.gate is None
     assert model.config == TCN(1, [4, 4], norm=None, gate=None).config
+
+
+def test_summary_counts_frozen_parameters_and_says_how_many_train():
+    model = torchtcn.TCN(1, [8, 8], kernel_size=3)
+    model.blocks[0].requires_grad_(False)
+    total = sum(p.numel() for p in model.parameters())
+    assert torchtcn.count_parameters(model, trainable_only=False) == total
+    assert f"total parameters: {total:,} ({torchtcn.count_parameters(model):,} trainable)" in (
+        torchtcn.summary(model))
+    with pytest.raises(TypeError, match="expected an nn.Module, got str"):
+        torchtcn.summary("model.safetensors")

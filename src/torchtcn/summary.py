@@ -14,17 +14,20 @@ from torch import nn
 from . import receptive_field as rf
 
 
-def count_parameters(module: nn.Module) -> int:
-    """Number of distinct trainable parameters (tied weights counted once).
+def count_parameters(module: nn.Module, trainable_only: bool = True) -> int:
+    """Number of distinct parameters (tied weights counted once): the trainable ones, or
+    every one with ``trainable_only=False``.
 
     Example:
         >>> import torchtcn
         >>> count_parameters(torchtcn.TCN(1, [25] * 8, kernel_size=7))  # seq-MNIST body
         66650
     """
+    if not isinstance(module, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(module).__name__}")
     seen, total = set(), 0
     for p in module.parameters():
-        if p.requires_grad and id(p) not in seen:
+        if (p.requires_grad or not trainable_only) and id(p) not in seen:
             seen.add(id(p))
             total += p.numel()
     return total
@@ -85,6 +88,8 @@ def summary(model: nn.Module) -> str:
         total parameters: 680
         receptive field: 13 steps
     """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"expected an nn.Module, got {type(model).__name__}")
     body = getattr(model, "body", model)
     lines = _tcn_lines(body) if hasattr(body, "blocks") else [repr(body)]
     if body is not model:
@@ -94,6 +99,8 @@ def summary(model: nn.Module) -> str:
         what = f"head ({kind})" if isinstance(kind, str) else "head / embedding"
         lines.append(f"{what}: {rest:,} params")
     field = getattr(model, "receptive_field", None)
-    lines.append(f"total parameters: {count_parameters(model):,}")
+    total, trainable = count_parameters(model, trainable_only=False), count_parameters(model)
+    frozen = "" if trainable == total else f" ({trainable:,} trainable)"
+    lines.append(f"total parameters: {total:,}{frozen}")
     lines.append(f"receptive field: {'unbounded' if field is None else f'{field:,} steps'}")
     return "\n".join(lines)
