@@ -345,3 +345,49 @@ def test_nccl_two_gpus_equal_one_gpu(tmp_path):
         assert a["train_loss"] == pytest.approx(b["train_loss"], rel=1e-4)
     for k in one_w:  # cuDNN picks algorithms per shape: looser than on CPU
         torch.testing.assert_close(ddp_w[k], one_w[k], rtol=1e-4, atol=1e-5, msg=k)
+
+
+def _uneven_worker(rank: int, world: int, port: int, out_dir: str, report: str) -> None:
+    import json
+
+    from torchtcn.tasks import build_run
+    from torchtcn.train import Trainer
+
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    ctx = D.setup("cpu", timeout_s=60)
+    out = {}
+    # 1. evaluation batches of one example: rank 1 holds none of them, and must still add up
+    run = build_run("adding200", "tcn", TINY_RUN, epochs=1, eval_batch_size=1)
+    out["valid"] = Trainer(run.task, run.model, run.datasets, run.spec.train, None, ctx=ctx,
+                           quiet=True).evaluate("valid")
+    # 2. a mid-epoch checkpoint, resumed and stopped before its first new step: only rank 0
+    #    carries the stored epoch totals, and both must still take part in their sum
+    for resume in (False, True):
+        run = build_run("adding200", "tcn", TINY_RUN, epochs=2, batch_size=4, max_steps=3)
+        result = Trainer(run.task, run.model, run.datasets, run.spec.train, out_dir,
+                         run_info=run.spec.to_dict(), ctx=ctx, quiet=True,
+                         use_tensorboard=False).fit(resume=resume)
+    out["resumed"] = [result.steps, result.complete]
+    with open(f"{report}.{rank}", "w") as f:
+        json.dump(out, f)
+    D.cleanup(ctx)
+
+
+def test_processes_with_nothing_to_add_still_join_the_sums(tmp_path):
+    import json
+
+    from torchtcn.tasks import build_run
+    from torchtcn.train import Trainer
+
+    report = str(tmp_path / "report")
+    _spawn_two(_uneven_worker, (2, free_port(), str(tmp_path / "run"), report),
+               [f"{report}.{rank}" for rank in (0, 1)])
+    reports = [json.loads(open(f"{report}.{rank}").read()) for rank in (0, 1)]
+    run = build_run("adding200", "tcn", TINY_RUN, epochs=1, eval_batch_size=1)
+    alone = Trainer(run.task, run.model, run.datasets, run.spec.train, None,
+                    quiet=True).evaluate("valid")
+    for r in reports:
+        assert r["valid"] == pytest.approx(alone, rel=1e-6)
+        assert r["resumed"] == [3, False]

@@ -278,6 +278,15 @@ def broadcast_object(obj, ctx: DistributedContext, src: int = 0):
     return holder[0]
 
 
+def gather_objects(obj, ctx: DistributedContext) -> list:
+    """Every process's ``obj``, in rank order, on every process."""
+    if not ctx.enabled:
+        return [obj]
+    out = [None] * ctx.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
 def any_true(flag: bool, ctx: DistributedContext) -> bool:
     """True on every process when ``flag`` is true on any (e.g. a NaN loss on one rank)."""
     if not ctx.enabled:

@@ -300,9 +300,11 @@ class Trainer:
         """Sum totals over processes (identity for one process)."""
         if not self.ctx.enabled:
             return totals
-        keys = sorted(totals)
-        t = D.all_reduce_sum(torch.tensor([totals[k] for k in keys], dtype=torch.float64), self.ctx)
-        return dict(zip(keys, t.tolist()))
+        # a process may hold none of a split's examples (or none of a resumed epoch's
+        # totals): its keys are empty, and the sum must still line up key by key
+        keys = sorted(set().union(*D.gather_objects(sorted(totals), self.ctx)))
+        values = torch.tensor([totals.get(k, 0.0) for k in keys], dtype=torch.float64)
+        return dict(zip(keys, D.all_reduce_sum(values, self.ctx).tolist()))
 
     def configure_optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
         c = self.config
@@ -352,8 +354,9 @@ class Trainer:
         if self.out_dir is None:
             return
         # The checkpoint holds the *global* running totals of the epoch in progress; on resume
-        # only rank 0 takes them back (see ``restore``), so they are not counted twice.
-        running = self.reduce_totals(dict(self.state["running"])) if self.state["running"] else {}
+        # only rank 0 takes them back (see ``restore``), so they are not counted twice. Every
+        # process takes part in the sum, also one whose totals are empty.
+        running = self.reduce_totals(dict(self.state["running"]))
         if not self.is_main:
             return
         from .checkpoint import save_checkpoint

@@ -40,6 +40,9 @@ def add_parser(sub) -> None:
     p.add_argument("--out", default="runs/demo", help="folder for the runs and demo.png")
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
     add_common_run_arguments(p)
+    threads = next(a for a in p._actions if a.dest == "threads")
+    threads.help = f"CPU threads for torch (default {DEMO_THREADS}: the demo's small models gain " \
+                   "little from more, and a busy machine makes more much slower)"
     p.set_defaults(func=run)
 
 
