@@ -322,8 +322,8 @@ def test_processes_agree_on_stopping_and_on_the_checkpoint_to_resume(tmp_path):
     _spawn_two(_agreement_worker, (2, free_port(), [str(shared), str(local)], report),
                [f"{report}.{rank}" for rank in (0, 1)])
     reports = [json.loads(open(f"{report}.{rank}").read()) for rank in (0, 1)]
-    assert reports[0]["limit"] == [3, False, "a limit was reached on another process"]
-    assert reports[1]["limit"] == [3, False, "fake limit"]
+    for r in reports:  # rank 0, which writes the result, names the limit rank 1 hit
+        assert r["limit"] == [3, False, "fake limit"]
     for rank, r in enumerate(reports):
         assert "last.ckpt exists for some processes and not for others" in r["resume"], (rank, r)
 

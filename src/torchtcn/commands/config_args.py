@@ -105,8 +105,13 @@ def add_config_arguments(
             type=_converter(hints[f.name]),
             default=default,
             required=required,
-            help=f"{f.metadata.get('help', '')} ({shown})",
+            help=_with_default(f.metadata.get("help", ""), shown),
         )
+
+
+def _with_default(text: str, shown: str) -> str:
+    # a help text that explains its own default ("default 2**i") is not given a second one
+    return text if "default" in text else f"{text} ({shown})"
 
 
 def config_kwargs(args: argparse.Namespace, config_cls: type) -> dict[str, Any]:

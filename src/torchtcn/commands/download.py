@@ -12,15 +12,21 @@ from ..data.download import DATASETS, download
 from ..data.paths import resolve_data_dir
 
 
-def add_parser(sub) -> None:
-    from ..tasks import available_tasks
+def _tasks_with_data() -> list[str]:
+    from ..tasks import available_tasks, get_task
 
+    return [t for t in available_tasks()
+            if get_task(t).downloads_for(dict(get_task(t).data_preset))]
+
+
+def add_parser(sub) -> None:
     p = sub.add_parser(
         "download",
         help="download a benchmark data set (needs internet access)",
         description="Download data sets by name (" + ", ".join(sorted(DATASETS)) + ") or the "
-        "data of a task (" + ", ".join(available_tasks()) + "), e.g. torchtcn download jsb "
-        "--data-dir data",
+        "data of a task (" + ", ".join(_tasks_with_data()) + "; the synthetic tasks and those "
+        "on your own files have none), e.g. torchtcn download jsb --data-dir data. Checksums "
+        "are verified where a published one is known (MNIST, JSB, Nottingham, PTB).",
     )
     p.add_argument("names", nargs="+", metavar="NAME", help="data set or task name")
     p.add_argument("--data-dir", default=None,

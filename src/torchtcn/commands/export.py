@@ -39,8 +39,10 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--what",
         default=None,
-        help=f"comma-separated artefacts among {','.join(ARTEFACTS)} (default: all that apply "
-        "to the model)",
+        help=f"comma-separated artefacts among {','.join(ARTEFACTS)} (none: all that apply "
+        "to the model; model and model_torchscript are the full model as ONNX and "
+        "TorchScript, step / torchscript / program the streaming step as ONNX, TorchScript "
+        "and torch.export)",
     )
     p.add_argument("--batch-size", type=positive_int, default=1, help="example batch of the step")
     p.add_argument("--chunk", type=positive_int, default=1, help="frames per step call (example)")
