@@ -166,3 +166,14 @@ def test_lengths_refused_for_a_non_causal_body():
     model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=3, causal=False), "per_step")
     with pytest.raises(ValueError, match="needs a causal body: this one sees 2 steps ahead"):
         model(torch.randn(2, 1, 5), lengths=[5, 3])
+
+
+def test_wrappers_expose_the_bodys_receptive_field_facts():
+    body = torchtcn.TCN(1, [4, 4], kernel_size=2, dilations=[1, 4], causal=False)
+    for model in (torchtcn.SequenceModel(body, "per_step", 2),
+                  torchtcn.LanguageModel(torchtcn.TCN(4, [4], kernel_size=3), 9)):
+        b = model.body
+        assert (model.receptive_field, model.lookahead, model.blind_spots) == (
+            b.receptive_field, b.lookahead, b.blind_spots)
+    lstm_lm = torchtcn.LanguageModel(torchtcn.LSTM(4, 4), 9)
+    assert (lstm_lm.receptive_field, lstm_lm.lookahead, lstm_lm.blind_spots) == (None, 0, [])

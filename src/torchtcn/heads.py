@@ -107,8 +107,27 @@ class SequenceModelConfig:
         object.__setattr__(self, "out_features", as_int("out_features", self.out_features))
 
 
+class _BodyField:
+    """The body's receptive-field facts, on a model that wraps a body."""
+
+    @property
+    def receptive_field(self) -> int | None:
+        """The body's (None: unbounded, a recurrent body)."""
+        return self.body.receptive_field
+
+    @property
+    def lookahead(self) -> int:
+        """Future steps an output sees (the body's; 0 for causal and recurrent bodies)."""
+        return getattr(self.body, "lookahead", 0)
+
+    @property
+    def blind_spots(self) -> list[int]:
+        """Lags inside the receptive field no output sees (the body's; see ``TCN``)."""
+        return list(getattr(self.body, "blind_spots", []))
+
+
 @register_model("sequence_model", sequence_model=False)
-class SequenceModel(nn.Module):
+class SequenceModel(_BodyField, nn.Module):
     """A registered body (TCN, LSTM, ...) followed by a shared head.
 
     Shapes: input as the body's (N, C_in, T) (or NLC); output (N, out_features) for
@@ -143,9 +162,6 @@ class SequenceModel(nn.Module):
     def from_config(cls, config: SequenceModelConfig) -> SequenceModel:
         return cls(model_from_spec(config.body), config.head, config.out_features)
 
-    @property
-    def receptive_field(self):
-        return self.body.receptive_field
 
     def forward(
         self,
@@ -377,7 +393,7 @@ class LanguageModelConfig:
 
 
 @register_model("language_model", sequence_model=False)
-class LanguageModel(nn.Module):
+class LanguageModel(_BodyField, nn.Module):
     """Token embedding -> body -> linear decoder at every step.
 
     Shapes: tokens (N, T) int64 -> logits (N, vocab_size, T), ready for
@@ -429,9 +445,6 @@ class LanguageModel(nn.Module):
         }
         return cls(model_from_spec(config.body), **kwargs)
 
-    @property
-    def receptive_field(self):
-        return self.body.receptive_field
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T) int64 -> body input in the body's layout."""
