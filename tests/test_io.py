@@ -177,3 +177,14 @@ def test_weights_of_another_architecture(tmp_path):
     )
     with pytest.raises(ValueError, match="do not match the architecture"):
         torchtcn.load(bad)
+
+
+def test_a_model_of_mixed_float_dtypes_loads_each_tensor_exactly(tmp_path):
+    model = torchtcn.TCN(2, [4, 4], kernel_size=3)
+    model.blocks[1].double()
+    path = tmp_path / "mixed.safetensors"
+    torchtcn.save(model, path)
+    loaded = torchtcn.load(path)
+    want, got = model.state_dict(), loaded.state_dict()
+    for key, value in want.items():
+        assert got[key].dtype == value.dtype and torch.equal(got[key], value), key

@@ -167,6 +167,18 @@ def _stored_float_dtype(header: dict) -> torch.dtype | None:
     return floats.pop() if len(floats) == 1 else None
 
 
+def _match_stored_dtypes(model: torch.nn.Module, header: dict) -> None:
+    """Give each floating tensor of ``model`` the dtype it is stored in (a model saved with
+    mixed float dtypes, e.g. one float64 block), so that loading keeps every value exactly."""
+    tensors = {**dict(model.named_parameters(remove_duplicate=False)),
+               **dict(model.named_buffers(remove_duplicate=False))}
+    for key, entry in header.items():
+        stored = _FLOAT_DTYPES.get(entry.get("dtype")) if isinstance(entry, dict) else None
+        t = tensors.get(key)
+        if stored is not None and t is not None and t.is_floating_point() and t.dtype != stored:
+            t.data = t.data.to(stored)
+
+
 def _check_tensor_table(path: Path, skeleton: torch.nn.Module, header: dict) -> None:
     """Every tensor in the file must exist in ``skeleton`` with the same shape, and every
     parameter of ``skeleton`` must be in the file (under one of its names when tied)."""
@@ -246,6 +258,8 @@ def load(path, device: str | torch.device = "cpu") -> torch.nn.Module:
     dtype = _stored_float_dtype(header)
     if dtype is not None:
         model = model.to(dtype)
+    else:
+        _match_stored_dtypes(model, header)
     try:
         missing, unexpected = load_model(model, str(path), strict=False, device=str(device))
     except Exception as e:  # safetensors raises its own error types for corrupt files
