@@ -332,3 +332,10 @@ def test_sizes_the_machine_cannot_hold_are_an_error_not_a_traceback(tmp_path, ca
         RuntimeError("a bug")))
     with pytest.raises(RuntimeError, match="a bug"):  # any other RuntimeError keeps its traceback
         _train(tmp_path, "epochs=1")
+
+
+def test_a_setting_where_the_task_goes_says_the_task_comes_first(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["train", "lr=0.1", "adding200"])
+    assert exc.value.code == 2
+    assert "the task name comes first, then key=value settings" in capsys.readouterr().err

@@ -26,6 +26,11 @@ class _OverrideParser(argparse.ArgumentParser):
 
     def parse_known_args(self, args=None, namespace=None):
         ns, extras = super().parse_known_args(args, namespace)
+        task = getattr(ns, "task", None)
+        if isinstance(task, str) and "=" in task:  # `train lr=0.1 jsb`: the task comes first
+            self.error(f"the task name comes first, then key=value settings (torchtcn "
+                       f"{self.prog.split()[-1]} TASK {task} ...); got {task!r} where the task "
+                       "name goes")
         words = [e for e in extras if "=" in e and not e.startswith("-")]
         rest = [e for e in extras if e not in words]
         ns.overrides = list(getattr(ns, "overrides", None) or []) + words
