@@ -275,16 +275,21 @@ def test_torchtcn_train_under_torchrun_equals_one_process(tmp_path):
 TINY_RUN = {"n_train": "16", "n_valid": "8", "n_test": "8", "T": "5", "channels": "4", "kernel_size": "3"}
 
 
+def _join_cpu_group(rank: int, world: int, port: int) -> D.DistributedContext:
+    """In a spawned worker: join a gloo group of ``world`` processes as torchrun would."""
+    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
+                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+    torch.set_num_threads(1)
+    return D.setup("cpu", timeout_s=60)
+
+
 def _agreement_worker(rank: int, world: int, port: int, outs: list, report: str) -> None:
     import json
 
     from torchtcn.tasks import build_run
     from torchtcn.train import Trainer
 
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    ctx = D.setup("cpu", timeout_s=60)
+    ctx = _join_cpu_group(rank, world, port)
     out = {}
     # 1. only rank 1 reaches a limit (as with time_limit on a slower clock) at its 3rd step:
     #    both stop there, instead of rank 0 waiting in the next all-reduce forever
@@ -353,10 +358,7 @@ def _uneven_worker(rank: int, world: int, port: int, out_dir: str, report: str) 
     from torchtcn.tasks import build_run
     from torchtcn.train import Trainer
 
-    os.environ.update({"RANK": str(rank), "WORLD_SIZE": str(world), "LOCAL_RANK": str(rank),
-                       "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
-    torch.set_num_threads(1)
-    ctx = D.setup("cpu", timeout_s=60)
+    ctx = _join_cpu_group(rank, world, port)
     out = {}
     # 1. evaluation batches of one example: rank 1 holds none of them, and must still add up
     run = build_run("adding200", "tcn", TINY_RUN, epochs=1, eval_batch_size=1)
