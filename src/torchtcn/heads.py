@@ -162,7 +162,6 @@ class SequenceModel(_BodyField, nn.Module):
     def from_config(cls, config: SequenceModelConfig) -> SequenceModel:
         return cls(model_from_spec(config.body), config.head, config.out_features)
 
-
     def forward(
         self,
         x: torch.Tensor,
@@ -313,12 +312,12 @@ class SequenceModel(_BodyField, nn.Module):
                             f"init_state, got {type(state).__name__}")
 
     def _check_coverage(self, length: int) -> None:
-        rf = self.body.receptive_field
+        rf = self.receptive_field
         if rf is None:
             return
         # the last step sees rf - lookahead steps: itself and its history (a non-causal
         # body spends the rest of its field on a future the last step does not have)
-        seen = rf - getattr(self.body, "lookahead", 0)
+        seen = rf - self.lookahead
         if length > seen:
             self._warned = True
             what = f"the receptive field ({rf})" if seen == rf else (
@@ -444,7 +443,6 @@ class LanguageModel(_BodyField, nn.Module):
             f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "body"
         }
         return cls(model_from_spec(config.body), **kwargs)
-
 
     def embed(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T) int64 -> body input in the body's layout."""

@@ -482,8 +482,7 @@ class Trainer:
                 # the same step (else the others would wait in DDP's all-reduce forever).
                 if D.any_true(reason is not None, self.ctx):
                     # every process reports the same limit: that of the first rank to hit one
-                    reasons = [r for r in D.gather_objects(reason, self.ctx) if r is not None]
-                    return reason if not self.ctx.enabled else reasons[0]
+                    return next(r for r in D.gather_objects(reason, self.ctx) if r is not None)
                 global_idx = order[b * bs:(b + 1) * bs]
                 idx = self.shard(global_idx)
                 # An epoch's last batch can hold fewer examples than there are processes: one

@@ -15,8 +15,7 @@ from ..data.paths import resolve_data_dir
 def _tasks_with_data() -> list[str]:
     from ..tasks import available_tasks, get_task
 
-    return [t for t in available_tasks()
-            if get_task(t).downloads_for(dict(get_task(t).data_preset))]
+    return [t for t in available_tasks() if get_task(t).default_downloads]
 
 
 def add_parser(sub) -> None:
@@ -44,8 +43,7 @@ def data_sets_for(names: list[str]) -> list[str]:
         if name in DATASETS:
             sets: tuple[str, ...] = (name,)
         elif name in available_tasks():
-            task = get_task(name)
-            sets = task.downloads_for(dict(task.data_preset))
+            sets = get_task(name).default_downloads
             if not sets:
                 raise ValueError(f"task {name!r} reads no downloadable data set (synthetic data, "
                                  "or your own files given with --data)")

@@ -166,7 +166,7 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     from ..tasks import build_run, get_task
     from ..train import Trainer, hardware_description
 
-    get_task(task).resolve(model, overrides, **train_overrides)  # bad settings are named first
+    spec = get_task(task).resolve(model, overrides, **train_overrides)  # bad settings first
     if results_dir is not None and Path(results_dir).exists() and not Path(results_dir).is_dir():
         raise ValueError(f"--results-dir {results_dir} is a file; give a folder for the result")
     out = Path(out) if out is not None else Path("runs") / f"{task}-{model}"
@@ -178,7 +178,6 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     try:
         run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
     except FileNotFoundError:
-        spec = get_task(task).resolve(model, overrides, **train_overrides)
         sets = get_task(task).downloads_for(spec.data)
         if not (download and sets):
             raise

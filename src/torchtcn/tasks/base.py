@@ -244,6 +244,11 @@ class Task:
         return self.downloads if data.get("data") is None else ()
 
     @property
+    def default_downloads(self) -> tuple[str, ...]:
+        """The data sets to download for the preset's data settings."""
+        return self.downloads_for(dict(self.data_preset))
+
+    @property
     def higher_is_better(self) -> bool:
         return M.higher_is_better(self.metric)
 

@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from ..data import batchify, collate_passages, history_windows, load_lambada, load_ptb
 from ..data import load_text8, load_text_corpus, load_wikitext103
 from ..data.text import TEXT8_SPLIT
-from . import register_task
 from ..validation import as_int
+from . import register_task
 from .base import Paper, Task, language_model
 
 
@@ -121,7 +121,7 @@ class LambadaTask(LanguageTask):
                             on_oov_target="skip", max_train_files=d["max_train_files"])
         vocab = len(data.dictionary)
         return {
-            "train": WindowDataset(data.train, t.batch_size, d["seq_len"], d["valid_len"], vocab),
+            "train": _windows("train", data.train, t.batch_size, d, vocab),
             "valid": PassageDataset(data.valid, data.pad_id, vocab, d["passage_len"]),
             "test": PassageDataset(data.test, data.pad_id, vocab, d["passage_len"]),
         }
