@@ -126,7 +126,25 @@ def test_missing_data_message(tmp_path, capsys, monkeypatch):
     assert "Looked in" in err and str(tmp_path / "empty") in err and "TORCHTCN_DATA" in err
 
 
-def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys):
+def _assert_eval_runs_on_threads(run_dir, monkeypatch):
+    """``eval --threads 1`` evaluates on one torch thread and gives the caller's count back."""
+    import torch
+
+    from torchtcn.commands import eval as eval_command
+
+    seen, evaluate = [], eval_command.evaluate_checkpoint
+    monkeypatch.setattr(eval_command, "evaluate_checkpoint",
+                        lambda *a: seen.append(torch.get_num_threads()) or evaluate(*a))
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["eval", str(run_dir), "--threads", "1"]) == 0
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys, monkeypatch):
     assert _train(tmp_path, "epochs=1") == 0
     capsys.readouterr()
     assert main(["eval", str(tmp_path / "run" / "best.ckpt"), "--device", "cpu"]) == 0
@@ -137,6 +155,7 @@ def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys):
 
     assert f"mse={format_value(rec['value'], 'mse')}" in out  # the number the run recorded
     assert main(["eval", str(tmp_path / "run")]) == 0  # a run folder means its best.ckpt
+    _assert_eval_runs_on_threads(tmp_path / "run", monkeypatch)
     ckpt = tmp_path / "run" / "last.ckpt"
     broken = ckpt.read_bytes()[:1000]
     ckpt.write_bytes(broken)

@@ -33,6 +33,27 @@ def test_truncate_after_drops_later_records(tmp_path):
     assert len(list(csv.DictReader(open(tmp_path / "metrics.csv")))) == 2
 
 
+def test_non_finite_numbers_are_written_as_standard_json(tmp_path):
+    """A diverged epoch's NaN is null in the JSONL (Python's ``NaN`` token is not JSON) and an
+    empty cell in the CSV, also after a truncation rewrites both."""
+    import json
+
+    def refuse(token):
+        raise ValueError(f"non-standard JSON token {token}")
+
+    w = MetricsWriter(tmp_path, use_tensorboard=False)
+    w.write({"epoch": 1, "step": 10, "train_loss": float("nan"), "valid_mse": float("inf")})
+    w.write({"epoch": 2, "step": 20, "train_loss": 1.0, "valid_mse": 2.0})
+    for truncated in (False, True):
+        if truncated:
+            w.truncate_after(10)
+        lines = (tmp_path / "metrics.jsonl").read_text().splitlines()
+        first = json.loads(lines[0], parse_constant=refuse)
+        assert first["train_loss"] is None and first["valid_mse"] is None
+        rows = list(csv.DictReader(open(tmp_path / "metrics.csv")))
+        assert rows[0]["train_loss"] == "" and len(rows) == (1 if truncated else 2)
+
+
 def _scalars(folder, tag):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -88,6 +88,23 @@ def add_totals(into: dict[str, float], new: dict[str, float]) -> dict[str, float
     return into
 
 
+def strict_json(value):
+    """``value`` with every NaN or infinite float (a diverged run, ``--time-limit inf``) as
+    None, so that the files written stay standard JSON, which strict parsers can read.
+
+    Example:
+        >>> strict_json({"loss": float("nan"), "steps": [1, float("inf")]})
+        {'loss': None, 'steps': [1, None]}
+    """
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [strict_json(v) for v in value]
+    return value
+
+
 class MetricsWriter:
     """Append one record per evaluation to ``metrics.jsonl`` and ``metrics.csv`` in ``out_dir``,
     and to TensorBoard when ``tensorboard`` is installed (``use_tensorboard=True``).
@@ -132,7 +149,7 @@ class MetricsWriter:
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (a resumed run repeats them)."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        self.jsonl.write_text("".join(json.dumps(r) + "\n" for r in kept))
+        self.jsonl.write_text("".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in kept))
         self._write_csv(kept)
         if self._tb is not None:
             self._tb.close()
@@ -140,7 +157,7 @@ class MetricsWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps(record) + "\n")
+            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
         self._write_csv(self.read())
         if self._tb is not None:
             step = int(record.get("step", 0))

@@ -21,6 +21,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from .metrics import strict_json
+
 logger = logging.getLogger(__name__)
 
 REQUIRED_KEYS = ("task", "model", "metric", "value", "paper_tcn", "higher_is_better", "epochs",
@@ -92,21 +94,9 @@ def write_result(record: dict[str, Any], results_dir) -> Path:
         raise ValueError(f"result record is missing {missing}")
     path = result_path(results_dir, record["task"], record["model"])
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_strict_json(record), indent=1, allow_nan=False)
+    text = json.dumps(strict_json(record), indent=1, allow_nan=False)
     atomic_write_bytes(path, (text + "\n").encode())
     return path
-
-
-def _strict_json(value):
-    """``value`` with every NaN or infinite float (a diverged run, ``--time-limit inf``) as
-    None: the result files stay standard JSON, which strict parsers can read."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _strict_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_strict_json(v) for v in value]
-    return value
 
 
 def load_results(results_dir) -> list[dict[str, Any]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .train import device_name
+from .train import add_threads_argument, device_name, torch_threads
 
 
 def add_parser(sub) -> None:
@@ -20,6 +20,7 @@ def add_parser(sub) -> None:
     p.add_argument("--split", default="test", choices=["train", "valid", "test"])
     p.add_argument("--data-dir", default=None, help="data directory (default: as for train)")
     p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -53,7 +54,8 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
 def run(args: argparse.Namespace) -> int:
     from ..report import format_value
 
-    out = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
+    with torch_threads(args.threads):
+        out = evaluate_checkpoint(args.checkpoint, args.split, args.data_dir, args.device)
     metrics = "  ".join(f"{k}={format_value(v, k)}" for k, v in out["metrics"].items())
     print(f"{out['task']} / {out['model']} on {out['split']}: {metrics}")
     return 0

@@ -33,6 +33,7 @@ import torch
 from torch import nn
 
 from ..likelihoods import Likelihood
+from .train import add_threads_argument, torch_threads
 
 
 def add_parser(sub) -> None:
@@ -48,6 +49,7 @@ def add_parser(sub) -> None:
     p.add_argument("--samples", type=int, default=None,
                    help="Monte Carlo dropout passes: mean and standard deviation columns")
     p.add_argument("--seed", type=int, default=0, help="seed of the dropout samples")
+    add_threads_argument(p)
     p.set_defaults(func=run)
 
 
@@ -148,6 +150,11 @@ def forecast(model: nn.Module, stats: dict, values: torch.Tensor,
 
 
 def run(args: argparse.Namespace) -> int:
+    with torch_threads(args.threads):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from ..data.series import load_series_csv
 
     model, stats = load_forecaster(args.model)

@@ -59,6 +59,11 @@ def add_common_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="cpu, cuda, cuda:N or auto (default: the preset's, auto = CUDA when "
                    "available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_threads_argument(p)
+
+
+def add_threads_argument(p: argparse.ArgumentParser) -> None:
+    """``--threads N``: torch's CPU threads for the command (see :func:`torch_threads`)."""
     p.add_argument("--threads", type=positive_int, default=None,
                    help="CPU threads for torch (default: torch's, one per physical core). On a "
                    "machine busy with other jobs, fewer threads than cores is often much faster")
