@@ -57,6 +57,31 @@ def test_root_in_subfolder_and_vocab_variants(tmp_path):
     assert load_lambada(data_dir=tmp_path).test[0].target == data.test[0].target
 
 
+def test_vocabulary_with_a_byte_order_mark(tmp_path):
+    """A vocabulary saved as "UTF-8 with BOM": its first word is still "the", not "\\ufeffthe"
+    (every "the" of the novels and passages would silently drop out)."""
+    root = make_release(tmp_path / "lambada")
+    vocab = root / "lambada_vocabulary_sorted.txt"
+    vocab.write_bytes(b"\xef\xbb\xbf" + vocab.read_bytes())
+    data = load_lambada(root)
+    assert data.dictionary[0] == "the"
+    assert data.dictionary.decode(data.train, sep=" ").startswith("the cat sat <eos>")
+
+
+def test_found_in_any_default_data_folder(tmp_path, monkeypatch):
+    """Without data_dir, LAMBADA is looked for in every default data folder, like the other
+    data sets (not only in the first folder that exists); the message lists them all."""
+    project = tmp_path / "proj"
+    (project / "data").mkdir(parents=True)  # an unrelated ./data comes first
+    make_release(tmp_path / "shared" / "data" / "lambada")
+    monkeypatch.chdir(project)
+    monkeypatch.delenv("TORCHTCN_DATA", raising=False)
+    assert len(load_lambada().valid) == 2
+    with pytest.raises(FileNotFoundError) as err:
+        load_lambada(data_dir=project / "data")
+    assert str(project / "data" / "lambada") in str(err.value) and "TORCHTCN_DATA" in str(err.value)
+
+
 def test_oov_target(tmp_path):
     root = make_release(tmp_path / "l", dev="the cat sat on the zebra\nthe cat sat\n")
     with pytest.raises(ValueError, match=r"lambada_development_plain_text.txt:1.*'zebra'"):

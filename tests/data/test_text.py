@@ -210,6 +210,18 @@ def test_crlf_is_read_as_newline(tmp_path):
     assert c.dictionary.decode(c.train) == "a b\nc\n"
 
 
+def test_byte_order_mark_is_not_part_of_the_text(tmp_path):
+    """Files saved as "UTF-8 with BOM" (Notepad, Excel): the first word is "hello", not
+    "\\ufeffhello" (which was out of the vocabulary in test), at word and at char level."""
+    for name, text in (("train.txt", "hello world\n"), ("valid.txt", "world\n"), ("test.txt", "hello\n")):
+        (tmp_path / name).write_bytes(b"\xef\xbb\xbf" + text.encode())
+    words = load_text_corpus(tmp_path, level="word")
+    assert words.dictionary.decode(words.test, sep=" ") == "hello <eos>"
+    assert "\ufeff" not in "".join(words.dictionary)
+    chars = load_text_corpus(tmp_path, level="char")
+    assert chars.dictionary.decode(chars.train) == "hello world\n"
+
+
 def test_load_wikitext103_small(tmp_path):
     d = tmp_path / "wikitext-103"
     texts = (" = Title = \n\n a <unk> b \n", " a b \n", " <unk> \n")

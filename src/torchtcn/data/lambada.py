@@ -40,7 +40,7 @@ import numpy as np
 import torch
 
 from .download import locate_or_download
-from .paths import PathLike, resolve_data_dir
+from .paths import PathLike, how_to_get_data, resolve_data_dir, search_dirs
 from .text import EOS, Dictionary, read_text, tokenize_words
 
 logger = logging.getLogger(__name__)
@@ -128,6 +128,20 @@ def _find_root(path: Path) -> Path:
     )
 
 
+def _search_root(data_dir: PathLike | None) -> Path:
+    """The release under ``lambada/`` of the first data folder that holds it (see
+    :func:`~torchtcn.data.paths.search_dirs`), as the other loaders look for their files."""
+    tried = []
+    for folder in search_dirs(data_dir):
+        try:
+            return _find_root(folder / "lambada")
+        except FileNotFoundError:
+            tried.append(folder / "lambada")
+    listing = "\n".join(f"  - {p}" for p in tried)
+    raise FileNotFoundError(f"no LAMBADA release ({DEV_FILE}) found. Looked in:\n{listing}\n"
+                            + how_to_get_data())
+
+
 def read_vocabulary(path: PathLike) -> Dictionary:
     """A LAMBADA vocabulary file (first field of each non-empty line) plus ``<eos>``."""
     words = [line.split()[0] for line in read_text(path).split("\n") if line.strip()]
@@ -199,13 +213,12 @@ def load_lambada(
                 "download=True puts the release under <data_dir>/lambada; pass data_dir= "
                 f"instead of path= (found path={path!r})"
             )
-        base = Path(path).expanduser()
-    else:
+        root = _find_root(Path(path).expanduser())
+    elif download:
         data_root = resolve_data_dir(data_dir)
-        base = data_root / "lambada"
-        if download:
-            locate_or_download("lambada", lambda: _find_root(base), data_root)
-    root = _find_root(base)
+        root = locate_or_download("lambada", lambda: _search_root(data_dir), data_root)
+    else:
+        root = _search_root(data_dir)
     if vocab_file is None:
         cands = [root / v for v in VOCAB_FILES] + [root.parent / v for v in VOCAB_FILES]
         vocab_file = next((c for c in cands if c.is_file()), None)

@@ -95,7 +95,16 @@ def resolve_data_dir(data_dir: PathLike | None = None) -> Path:
     return Path.cwd() / "data"
 
 
-def _how_to_get_data() -> str:
+def search_dirs(data_dir: PathLike | None = None) -> list[Path]:
+    """The folders a loader looks in, in order: only ``data_dir`` (or ``$TORCHTCN_DATA``)
+    when one is given, else every folder of :func:`candidate_data_dirs`."""
+    if data_dir is not None or os.environ.get(ENV_VAR):
+        return [resolve_data_dir(data_dir)]
+    return candidate_data_dirs()
+
+
+def how_to_get_data() -> str:
+    """The sentence missing-data messages end with: the ways to point at or fetch the data."""
     return (
         "Get the data by passing the folder explicitly (CLI flag --data-dir DIR, or "
         f"data_dir=DIR), by setting the environment variable {ENV_VAR}=DIR, or download it "
@@ -130,12 +139,8 @@ def find_file(names: str | Sequence[str], data_dir: PathLike | None = None) -> P
     names = list(names)
     if not names or not all(isinstance(n, str) for n in names):
         raise TypeError(f"names must be a non-empty str or sequence of str, found {names!r}")
-    if data_dir is not None or os.environ.get(ENV_VAR):
-        dirs = [resolve_data_dir(data_dir)]
-    else:
-        dirs = candidate_data_dirs()
     tried = []
-    for d in dirs:
+    for d in search_dirs(data_dir):
         for n in names:
             p = d / n
             if p.is_file():
@@ -144,5 +149,5 @@ def find_file(names: str | Sequence[str], data_dir: PathLike | None = None) -> P
     listing = "\n".join(f"  - {p}" for p in tried)
     raise FileNotFoundError(
         f"Could not find {' or '.join(repr(n) for n in names)}. Looked in:\n{listing}\n"
-        + _how_to_get_data()
+        + how_to_get_data()
     )

@@ -270,7 +270,9 @@ def remove_leading_space(text: str) -> str:
 
 
 def read_text(path: PathLike) -> str:
-    """UTF-8 text of a file, with ``\\r\\n`` and ``\\r`` line ends read as ``\\n``.
+    """UTF-8 text of a file, with ``\\r\\n`` and ``\\r`` line ends read as ``\\n``, and without
+    the byte-order mark that Windows editors put at the start of a "UTF-8" file (kept, it
+    would glue U+FEFF to the first word).
 
     Raises:
         ValueError: the file is not valid UTF-8, or holds NUL bytes (a binary file that
@@ -278,7 +280,7 @@ def read_text(path: PathLike) -> str:
     """
     path = Path(path)
     try:
-        with open(path, encoding="utf-8", newline=None) as f:
+        with open(path, encoding="utf-8-sig", newline=None) as f:
             text = f.read()
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from e
