@@ -291,6 +291,9 @@ def test_data_paths_are_recorded_absolute_and_found_under_the_data_dir(tmp_path,
     assert data_path("mine.mat", tmp_path / "sets") == str(tmp_path / "sets" / "mine.mat")
     assert data_path("Nottingham", tmp_path / "sets") == "Nottingham"  # a named set stays a name
     assert data_path("missing.mat") == "missing.mat"  # the loader reports it
+    for empty in ("", " "):  # not the working directory (Path("") exists: it is ".")
+        with pytest.raises(ValueError, match="data is empty"):
+            data_path(empty)
 
 
 @pytest.mark.parametrize("reason, code", [

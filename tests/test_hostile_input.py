@@ -418,7 +418,7 @@ def _zip_bytes() -> bytes:
     [
         (dict(traindata=np.zeros((3, 88))), "missing key"),
         (dict(traindata=np.zeros((3, 88)), validdata=np.zeros(1), testdata=np.zeros(1)), "must be a cell array"),
-        (dict(traindata=_cell(np.zeros((4, 87))), validdata=_cell(np.zeros((4, 88))), testdata=_cell(np.zeros((4, 88)))), r"shape \(T >= 1, 88\)"),
+        (dict(traindata=_cell(np.zeros((4, 87))), validdata=_cell(np.zeros((4, 88))), testdata=_cell(np.zeros((4, 88)))), r"shape \(T, 88\)"),
         (dict(traindata=_cell(np.full((4, 88), 2.0)), validdata=_cell(np.zeros((4, 88))), testdata=_cell(np.zeros((4, 88)))), "must be binary"),
         (dict(traindata=_cell("a string"), validdata=_cell(np.zeros((4, 88))), testdata=_cell(np.zeros((4, 88)))), "numeric"),
     ],

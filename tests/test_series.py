@@ -55,6 +55,9 @@ def test_loader_keeps_numeric_columns_and_names_every_problem(tmp_path):
     bad.write_text("\n\n")
     with pytest.raises(ValueError, match="found an empty file"):
         load_series_csv(bad)
+    bad.write_text(",load,temp\n0,1,2\n1,3,4\n2,5,6\n")  # pandas' df.to_csv() with its index
+    with pytest.raises(ValueError, match=r"column\(s\) \[1\] have no name.*index=False"):
+        load_series_csv(bad)
 
 
 def test_a_row_of_empty_cells_is_a_missing_step_not_dropped(tmp_path):

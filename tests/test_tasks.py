@@ -248,6 +248,9 @@ def test_a_split_too_short_for_its_streams_is_named(tmp_path):
     with pytest.raises(ValueError, match=r"the valid split: cannot cut \d+ tokens into 100000 "
                                          r"non-empty streams .*eval_batch_size=100000"):
         build_run("word_lm", "tcn", {"data": str(d), **TINY_LM, "eval_batch_size": "100000"})
+    with pytest.raises(ValueError) as err:  # a window setting: no hint about the streams
+        build_run("word_lm", "tcn", {"data": str(d), **TINY_LM, "seq_len": "0"})
+    assert "seq_len" in str(err.value) and "batch_size" not in str(err.value)
 
 
 def test_lstm_language_model_preset_ties_weights(tmp_path):

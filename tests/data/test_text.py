@@ -246,6 +246,10 @@ def test_load_text8_zip_and_raw(tmp_path):
         assert (c.train.numel(), c.valid.numel(), c.test.numel()) == sizes
         assert c.dictionary.decode(c.train) + c.dictionary.decode(c.valid) == text[:50]
     assert load_text8(data_dir=tmp_path, split_sizes=sizes).train.numel() == 40
+    for folder, inside in (("a", "text8.zip"), ("b", "text8/text8.zip")):  # a folder as --data
+        (tmp_path / folder / inside).parent.mkdir(parents=True)
+        (tmp_path / folder / inside).write_bytes(z.read_bytes())
+        assert load_text8(tmp_path / folder, split_sizes=sizes).test.numel() == sizes[2]
     with pytest.raises(ValueError, match="add up to"):
         load_text8(raw)  # the default 90M/5M/5M split needs the real 100M-character file
     with pytest.raises(ValueError, match="three positive"):

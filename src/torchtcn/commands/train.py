@@ -224,6 +224,8 @@ def data_path(value: str, data_dir=None) -> str:
 
     if value.lower() == "none":
         return value
+    if not value.strip():  # Path("") is the working directory, which exists
+        raise ValueError("data is empty: give a file or folder (--data PATH or data=PATH)")
     path = Path(value).expanduser()
     if path.exists():
         return str(path.resolve())

@@ -88,11 +88,14 @@ def _cells(value: np.ndarray, path: Path, key: str) -> list:
 
 def _to_roll(elem, path: Path, key: str, i: int) -> torch.Tensor:
     where = f"{path}: {key}[{i}]"
+    if hasattr(elem, "toarray") and hasattr(elem, "nnz"):  # a MATLAB sparse() matrix (scipy.sparse)
+        elem = elem.toarray()
     if not isinstance(elem, np.ndarray) or elem.dtype == object or elem.dtype.kind not in "biuf":
         raise ValueError(f"{where} must be a numeric T x {N_KEYS} matrix, found {type(elem).__name__} "
                          f"of dtype {getattr(elem, 'dtype', None)}")
-    if elem.ndim != 2 or elem.shape[1] != N_KEYS or elem.shape[0] < 1:
-        raise ValueError(f"{where} must have shape (T >= 1, {N_KEYS}), found {elem.shape}")
+    # an empty piece (T = 0) is kept: the training set skips it with the 1-frame ones
+    if elem.ndim != 2 or elem.shape[1] != N_KEYS:
+        raise ValueError(f"{where} must have shape (T, {N_KEYS}), found {elem.shape}")
     if not np.isin(elem, (0, 1)).all():
         bad = np.unique(elem[~np.isin(elem, (0, 1))])[:5]
         raise ValueError(f"{where} must be binary (0/1), found values such as {bad.tolist()}")

@@ -59,9 +59,10 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
 
     Raises:
         FileNotFoundError: no file at ``path``.
-        ValueError: no header or fewer than 2 rows, rows of the wrong width, a numeric column
-            with a missing or non-finite value (named by row and column), no numeric column,
-            or a target that is not a numeric column (the message lists those).
+        ValueError: no header or fewer than 2 rows, a column without a name, rows of the
+            wrong width, a numeric column with a missing or non-finite value (named by row
+            and column), no numeric column, or a target that is not a numeric column (the
+            message lists those).
     """
     path = Path(path)
     if not path.is_file():
@@ -75,6 +76,10 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
         raise ValueError(f"{path}: expected a header row and at least 2 rows of values, "
                          f"found {found}")
     header = [name.strip() for name in rows[0]]
+    unnamed = [j + 1 for j, name in enumerate(header) if not name]
+    if unnamed:  # pandas' df.to_csv() writes its index so: it would become a feature and target
+        raise ValueError(f"{path}: column(s) {unnamed} have no name in the header {rows[0]}; "
+                         "name them, or drop them (a pandas index: write with index=False)")
     if len(set(header)) != len(header):
         raise ValueError(f"{path}: column names must be unique, found {header}")
     for i, row in enumerate(rows[1:], start=2):

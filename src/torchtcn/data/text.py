@@ -576,8 +576,8 @@ def load_text8(
     """text8 (Mahoney), character level, split 90M / 5M / 5M as in Bai et al. (2018).
 
     Args:
-        path: ``text8.zip`` or the raw ``text8`` file; ``None``: look for either under
-            ``data_dir`` (also in ``text8/``).
+        path: ``text8.zip`` or the raw ``text8`` file, or a folder holding either (also in
+            its ``text8/``); ``None``: look for them under ``data_dir``.
         split_sizes: characters in train/valid/test, consecutive from the start. They must
             add up to the file's length exactly (100,000,000 for the real file).
         data_dir, download: where to look / whether to fetch ``text8.zip`` when missing.
@@ -586,11 +586,13 @@ def load_text8(
     Returns:
         A character-level :class:`Corpus` (alphabet of 27 on the real file: a-z and space).
     """
+    names = ["text8.zip", "text8", "text8/text8.zip", "text8/text8"]
     if path is None:
-        names = ["text8.zip", "text8", "text8/text8.zip", "text8/text8"]
         locate = lambda: find_file(names, data_dir)  # noqa: E731
         path = locate_or_download("text8", locate, data_dir) if download else locate()
-    path = Path(path)
+    path = Path(path).expanduser()
+    if path.is_dir():
+        path = find_file(names, path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     if (len(split_sizes) != 3 or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in split_sizes)):

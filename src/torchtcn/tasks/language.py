@@ -33,9 +33,9 @@ class WindowDataset:
     """Effective-history windows over ``n_streams`` streams; ``batch(idx)`` -> ``(input, target,
     n_scored)`` for the streams of one window (``idx`` must not span two windows)."""
 
-    def __init__(self, ids: torch.Tensor, n_streams: int, seq_len: int, valid_len: int, vocab_size: int):
-        self.streams = batchify(ids, n_streams)
-        self.n_streams = n_streams
+    def __init__(self, streams: torch.Tensor, seq_len: int, valid_len: int, vocab_size: int):
+        self.streams = streams  # (n_streams, L), from batchify
+        self.n_streams = streams.shape[0]
         self.windows = list(history_windows(self.streams, seq_len, valid_len))
         self.vocab_size = vocab_size
 
@@ -76,11 +76,15 @@ class PassageDataset:
 def _windows(split: str, tokens, n_streams: int, data: dict, vocab: int) -> WindowDataset:
     """The split's windows; a split too short for its streams is named in the error."""
     try:
-        return WindowDataset(tokens, n_streams, data["seq_len"], data["valid_len"], vocab)
+        streams = batchify(tokens, n_streams)
     except ValueError as e:
         setting = "batch_size" if split == "train" else "eval_batch_size"
         raise ValueError(f"the {split} split: {e} (one stream per example of a batch: "
                          f"{setting}={n_streams})") from None
+    try:
+        return WindowDataset(streams, data["seq_len"], data["valid_len"], vocab)
+    except ValueError as e:  # seq_len / valid_len: the message names the setting
+        raise ValueError(f"the {split} split: {e}") from None
 
 
 class LanguageTask(Task):
