@@ -243,6 +243,35 @@ def test_user_text_language_models(tmp_path, task_name, metric):
         assert r.test["perplexity"] == pytest.approx(math.exp(r.test["loss"]))
 
 
+def test_a_language_model_keeps_its_vocabulary_and_refuses_edited_files(tmp_path, capsys):
+    """The vocabulary is rebuilt from the files at every load, so an edited training file
+    (here: a line that only changes which word comes first) would silently remap every id:
+    eval and --resume refuse it, and model.safetensors carries the vocabulary itself."""
+    import json
+
+    from torchtcn.cli import main
+    from torchtcn.io import read_metadata
+    from torchtcn.tasks.language import VOCABULARY_METADATA_KEY
+
+    d, run_dir = _corpus_dir(tmp_path), tmp_path / "run"
+    args = ["train", "word_lm", "--data", str(d), *(f"{k}={v}" for k, v in TINY_LM.items()),
+            "--out", str(run_dir), "--quiet", "--no-tensorboard"]
+    assert main([*args, "--epochs", "1"]) == 0
+    symbols = json.loads(read_metadata(run_dir / "model.safetensors")[VOCABULARY_METADATA_KEY])
+    first_words = (d / "train.txt").read_text().split()
+    assert symbols[0] == first_words[0] and len(symbols) == 8  # 7 words and <eos>
+    assert main(["eval", str(run_dir)]) == 0
+    capsys.readouterr()
+
+    rest = [w for w in ("the", "cat", "sat", "on", "mat", "dog", "ran") if w != first_words[0]]
+    train = d / "train.txt"
+    train.write_text(" ".join(rest) + "\n" + train.read_text())  # same words, new first-seen order
+    for command in (["eval", str(run_dir)], [*args, "--epochs", "2", "--resume"]):
+        assert main(command) == 2
+        err = capsys.readouterr().err
+        assert "the data now differs from the data" in err and "vocabulary_sha256" in err
+
+
 def test_a_split_too_short_for_its_streams_is_named(tmp_path):
     d = _corpus_dir(tmp_path)
     with pytest.raises(ValueError, match=r"the valid split: cannot cut \d+ tokens into 100000 "

@@ -254,6 +254,7 @@ class Trainer:
         self.device = self.ctx.device
         self.out_dir = Path(out_dir) if out_dir is not None else None
         self.run_info = run_info or {}
+        self.data_signature = task.data_signature(datasets)  # e.g. an LM's vocabulary
         self.quiet = quiet
         D.check_batch_size(config.batch_size, self.ctx)
         self.model = model.to(self.device)
@@ -346,7 +347,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ checkpoints
     def _trainer_state(self) -> dict[str, Any]:
-        return {**self.state, "run": self.run_info}
+        return {**self.state, "run": self.run_info, "data_signature": self.data_signature}
 
     def save_checkpoint(self, name: str) -> None:
         """Write ``<out_dir>/<name>.ckpt`` atomically (main process only; every process calls
@@ -389,6 +390,10 @@ class Trainer:
         if diff:
             raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "
                              "Use another --out folder or the same settings.")
+        changed = signature_mismatch(ckpt.trainer_state.get("data_signature"), self.data_signature)
+        if changed:
+            raise ValueError(f"{path}: the data now differs from the data the run was trained on "
+                             f"({changed}); the files changed since. Resume with the original files.")
         if self.ema is not None and ckpt.averaged is None:
             raise ValueError(f"{path} holds no weight average, but this run has ema="
                              f"{self.config.ema}: resume with the run's own settings")
@@ -707,6 +712,21 @@ def run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str
     return diffs
 
 
+def signature_mismatch(stored: dict[str, Any] | None, current: dict[str, Any]) -> str | None:
+    """``None`` if the data signature of a checkpoint (``stored``; ``None`` for one written
+    before signatures were kept) agrees with that of the data loaded now, else what differs.
+
+    Example:
+        >>> signature_mismatch({"vocabulary_size": 3}, {"vocabulary_size": 4})
+        'vocabulary_size: 3 when trained, 4 now'
+    """
+    if not stored:
+        return None
+    diffs = [f"{k}: {stored.get(k)} when trained, {current.get(k)} now"
+             for k in sorted(set(stored) | set(current)) if stored.get(k) != current.get(k)]
+    return "; ".join(diffs) or None
+
+
 def config_from_dict(data: dict[str, Any]) -> TrainConfig:
     """A :class:`TrainConfig` from its ``dataclasses.asdict`` form (e.g. from a checkpoint)."""
     from .configs import config_from_dict as _strict
@@ -715,4 +735,5 @@ def config_from_dict(data: dict[str, Any]) -> TrainConfig:
 
 
 __all__ = ["TrainConfig", "Trainer", "FitResult", "NonFiniteLossError", "seed_everything",
-           "resolve_device", "hardware_description", "to_device", "config_from_dict", "run_differences"]
+           "resolve_device", "hardware_description", "to_device", "config_from_dict", "run_differences",
+           "signature_mismatch"]

@@ -28,7 +28,7 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     """``{"task", "model", "split", "metrics"}`` of the checkpoint at ``path`` on ``split``."""
     from ..checkpoint import load_checkpoint, read_checkpoint_state
     from ..tasks import RunSpec, get_task
-    from ..train import Trainer, config_from_dict
+    from ..train import Trainer, config_from_dict, signature_mismatch
 
     path = Path(path)
     if path.is_dir():
@@ -46,6 +46,11 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     spec = RunSpec(info["task"], info["model"], train, data, info.get("model_kwargs", {}))
     ckpt = load_checkpoint(path)
     datasets = task.load(spec, data_dir)
+    changed = signature_mismatch((doc.get("trainer") or {}).get("data_signature"),
+                                 task.data_signature(datasets))
+    if changed:  # e.g. edited text files: a rebuilt vocabulary maps the words to other ids
+        raise ValueError(f"{path}: the data now differs from the data the model was trained on "
+                         f"({changed}); evaluate on the original files")
     trainer = Trainer(task, ckpt.inference_model, datasets, train, None, quiet=True)
     return {"task": task.name, "model": spec.model, "split": split, "metric": task.metric,
             "metrics": trainer.evaluate(split)}

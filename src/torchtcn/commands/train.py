@@ -3,8 +3,14 @@
 Settings come from the task's preset (the paper's), then ``key=value`` overrides (any trainer
 setting, data setting or model argument; an unknown key is an error listing the valid ones).
 The run folder (``--out``, default ``runs/<task>-<model>``) receives ``last.ckpt``,
-``best.ckpt``, ``model.safetensors``, ``metrics.csv``/``.jsonl``, ``curves.png`` and
-``result.json``; ``--results-dir`` also writes ``<task>-<model>.json`` there.
+``best.ckpt``, ``model.safetensors``, ``metrics.csv``/``.jsonl``, ``curves.png`` and the
+result ``<task>-<model>.json``; ``--results-dir`` also writes the result there.
+
+A language model's ``model.safetensors`` carries its vocabulary (metadata
+``torchtcn.vocabulary``: the symbols in id order, as JSON; read it with
+:func:`torchtcn.io.read_metadata`), and its checkpoints a signature of it: the vocabulary is
+rebuilt from the text files at every load, so ``eval`` and ``--resume`` refuse files that
+give another (edited files would silently remap the ids).
 """
 
 from __future__ import annotations

@@ -342,6 +342,13 @@ class Task:
         it outside the trainer needs, e.g. a forecast's normalisation. None by default."""
         return {}
 
+    def data_signature(self, datasets: dict[str, Any]) -> dict[str, Any]:
+        """What a trained model depends on in the loaded data beyond its settings, e.g. a
+        language model's vocabulary (its ids). Checkpoints keep it; ``--resume`` and
+        ``torchtcn eval`` refuse data that gives another (see :func:`torchtcn.train.signature_mismatch`).
+        Empty by default: the settings fix the data."""
+        return {}
+
     # -- to implement ---------------------------------------------------------------------
     def load(self, spec: RunSpec, data_dir=None) -> dict[str, Any]:
         """``{"train": ds, "valid": ds, "test": ds}``; each ``ds`` has ``len`` and ``batch(idx)``."""

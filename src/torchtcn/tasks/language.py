@@ -18,6 +18,9 @@ other recurrent presets are our size-matched choices.
 
 from __future__ import annotations
 
+import hashlib
+import json
+
 import torch
 import torch.nn.functional as F
 
@@ -28,16 +31,20 @@ from ..validation import as_int
 from . import register_task
 from .base import Paper, Task, language_model
 
+#: ``model.safetensors`` metadata of a trained language model: its symbols (JSON list, id order)
+VOCABULARY_METADATA_KEY = "torchtcn.vocabulary"
+
 
 class WindowDataset:
     """Effective-history windows over ``n_streams`` streams; ``batch(idx)`` -> ``(input, target,
     n_scored)`` for the streams of one window (``idx`` must not span two windows)."""
 
-    def __init__(self, streams: torch.Tensor, seq_len: int, valid_len: int, vocab_size: int):
+    def __init__(self, streams: torch.Tensor, seq_len: int, valid_len: int, symbols: list[str]):
         self.streams = streams  # (n_streams, L), from batchify
         self.n_streams = streams.shape[0]
         self.windows = list(history_windows(self.streams, seq_len, valid_len))
-        self.vocab_size = vocab_size
+        self.symbols = symbols  # the vocabulary, in id order
+        self.vocab_size = len(symbols)
 
     def __len__(self) -> int:
         return len(self.windows) * self.n_streams
@@ -73,7 +80,7 @@ class PassageDataset:
         return inputs, targets
 
 
-def _windows(split: str, tokens, n_streams: int, data: dict, vocab: int) -> WindowDataset:
+def _windows(split: str, tokens, n_streams: int, data: dict, symbols: list[str]) -> WindowDataset:
     """The split's windows; a split too short for its streams is named in the error."""
     try:
         streams = batchify(tokens, n_streams)
@@ -82,7 +89,7 @@ def _windows(split: str, tokens, n_streams: int, data: dict, vocab: int) -> Wind
         raise ValueError(f"the {split} split: {e} (one stream per example of a batch: "
                          f"{setting}={n_streams})") from None
     try:
-        return WindowDataset(streams, data["seq_len"], data["valid_len"], vocab)
+        return WindowDataset(streams, data["seq_len"], data["valid_len"], symbols)
     except ValueError as e:  # seq_len / valid_len: the message names the setting
         raise ValueError(f"the {split} split: {e}") from None
 
@@ -99,14 +106,24 @@ class LanguageTask(Task):
     def load(self, spec, data_dir=None):
         corpus = type(self).loader(spec, data_dir)
         d, t = spec.data, spec.train
-        vocab = len(corpus.dictionary)
+        symbols = corpus.dictionary.symbols
         eval_streams = t.eval_batch_size or t.batch_size
         streams = {"train": t.batch_size, "valid": eval_streams, "test": eval_streams}
-        return {split: _windows(split, getattr(corpus, split), streams[split], d, vocab)
+        return {split: _windows(split, getattr(corpus, split), streams[split], d, symbols)
                 for split in ("train", "valid", "test")}
 
     def build_model(self, spec, datasets):
         return language_model(spec, datasets["train"].vocab_size)
+
+    def model_metadata(self, datasets):
+        # the ids the model reads and predicts: without them a saved model is unusable
+        return {VOCABULARY_METADATA_KEY: json.dumps(datasets["train"].symbols)}
+
+    def data_signature(self, datasets):
+        # the vocabulary is rebuilt from the files at every load: edited files remap the ids
+        symbols = datasets["train"].symbols
+        digest = hashlib.sha256(json.dumps(symbols).encode()).hexdigest()
+        return {"vocabulary_size": len(symbols), "vocabulary_sha256": digest}
 
     def step(self, model, batch):
         inputs, targets, n_scored = batch
@@ -123,9 +140,10 @@ class LambadaTask(LanguageTask):
         d, t = spec.data, spec.train
         data = load_lambada(d["data"], data_dir=data_dir if d["data"] is None else None,
                             on_oov_target="skip", max_train_files=d["max_train_files"])
-        vocab = len(data.dictionary)
+        symbols = data.dictionary.symbols
+        vocab = len(symbols)
         return {
-            "train": _windows("train", data.train, t.batch_size, d, vocab),
+            "train": _windows("train", data.train, t.batch_size, d, symbols),
             "valid": PassageDataset(data.valid, data.pad_id, vocab, d["passage_len"]),
             "test": PassageDataset(data.test, data.pad_id, vocab, d["passage_len"]),
         }
