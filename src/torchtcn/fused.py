@@ -320,6 +320,10 @@ def _gradient_residues(grad: torch.Tensor, spec: BlockSpec):
     t = grad.shape[-1]
     if d == 1 or left % d or right % d:
         return None
+    if right and t % d:
+        # classes shorter than ceil(T / d) end in a clamped step that stands where the
+        # forward read zero padding; with padding on the right valid steps read it
+        return None
     length = -(-t // d)
     most = int(_RESIDUE_MAX_FRACTION * t) // length
     if most < 1:
@@ -337,7 +341,8 @@ class _Residues:
     """Gather (N, C, T) tensors to the subsequences of some residue classes mod d, stacked on
     the batch axis: (N * R, C, L), L = ceil(T / d); and scatter back. Steps past T (classes
     shorter than L) are clamped on gather and must carry zero gradient; they come last in
-    time, so causal and residue-aligned convolutions never let them reach a valid step."""
+    time, so causal convolutions never let them reach a valid step (a non-causal block takes
+    this path only when T is a multiple of d: no such steps)."""
 
     def __init__(self, residues: torch.Tensor, d: int, t: int):
         self.r, self.length, self.t = residues.numel(), -(-t // d), t
