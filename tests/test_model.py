@@ -199,6 +199,28 @@ def test_low_memory_gradients_equal_default():
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("norm", ["layer", "batch", "weight"])
+def test_low_memory_double_backward_equals_default(norm):
+    """A gradient penalty (create_graph=True, then backward) recomputes a low_memory block
+    once per backward: both must work and equal the default mode's (the recompute context
+    was a one-shot generator and the second backward raised AttributeError)."""
+    torch.manual_seed(1)
+    model = TCN(2, [3, 3], kernel_size=3, norm=norm).double().train()
+    low = TCN.from_config(dataclasses.replace(model.config, low_memory=True)).double().train()
+    low.load_state_dict(model.state_dict())
+    x = torch.randn(2, 2, 9, dtype=torch.float64)
+    grads = []
+    for m in (model, low):
+        xx = x.clone().requires_grad_(True)
+        (gx,) = torch.autograd.grad(m(xx).pow(2).sum(), xx, create_graph=True)
+        gx.pow(2).sum().backward()
+        grads.append([p.grad.clone() for p in m.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+    for a, b in zip(model.buffers(), low.buffers()):  # batch norm counted the batch once
+        assert torch.equal(a, b)
+
+
 def test_kernel_size_one_works():
     model = TCN(2, [3, 3], kernel_size=1)
     assert model.receptive_field == 1

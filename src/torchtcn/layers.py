@@ -323,6 +323,9 @@ class ResidualBlock(nn.Module):
         if spec is not None:
             return self._forward_fused(x, spec)
         if recompute:
+            if torch.compiler.is_compiling():
+                # compile plans the recompute itself (and takes no contexts but dispatch modes)
+                return checkpoint(self._forward_modules, x, cond, use_reentrant=False)
             context_fn = functools.partial(_recompute_contexts, self, fused.is_enabled())
             return checkpoint(self._forward_modules, x, cond, use_reentrant=False,
                               context_fn=context_fn)
@@ -397,28 +400,43 @@ class ResidualBlock(nn.Module):
 
 def _recompute_contexts(block: nn.Module, fused_enabled: bool):
     """``checkpoint``'s contexts for a recomputed block: nothing around the forward, and
-    :func:`_as_in_forward` around the recompute in backward."""
-    return contextlib.nullcontext(), _as_in_forward(block, fused_enabled)
+    :class:`_AsInForward` around the recompute in backward."""
+    return contextlib.nullcontext(), _AsInForward(block, fused_enabled)
 
 
-@contextlib.contextmanager
-def _as_in_forward(block: nn.Module, fused_enabled: bool):
+class _AsInForward:
     """Replay a block as its forward ran: the same fused switch (``fused.disabled()`` may
     have ended before backward), and batch-norm running statistics as the forward left them
-    (the recompute sees the same batch again and must not count it twice)."""
-    norms = [m for m in block.modules()
-             if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
-    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
-             for m in norms]
-    try:
-        with contextlib.nullcontext() if fused_enabled else fused.disabled():
-            yield
-    finally:
-        with torch.no_grad():
-            for m, (mean, var, count) in zip(norms, saved):
-                m.running_mean.copy_(mean)
-                m.running_var.copy_(var)
-                m.num_batches_tracked.copy_(count)
+    (the recompute sees the same batch again and must not count it twice).
+
+    Re-enterable (a class, not a generator): a double backward (``create_graph=True``, a
+    gradient penalty) recomputes the block once per backward with the same context."""
+
+    def __init__(self, block: nn.Module, fused_enabled: bool):
+        self.norms = [m for m in block.modules()
+                      if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+        self.fused_enabled = fused_enabled
+        self._entered: list[tuple[contextlib.AbstractContextManager, list]] = []
+
+    def __enter__(self):
+        saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+                 for m in self.norms]
+        switch = contextlib.nullcontext() if self.fused_enabled else fused.disabled()
+        switch.__enter__()
+        self._entered.append((switch, saved))
+        return self
+
+    def __exit__(self, *exc):
+        switch, saved = self._entered.pop()
+        try:
+            switch.__exit__(*exc)
+        finally:
+            with torch.no_grad():
+                for m, (mean, var, count) in zip(self.norms, saved):
+                    m.running_mean.copy_(mean)
+                    m.running_var.copy_(var)
+                    m.num_batches_tracked.copy_(count)
+        return False
 
 
 def _autocast_enabled(device_type: str) -> bool:
