@@ -457,6 +457,15 @@ def test_dropout_modules(cls, per_channel):
     assert torch.equal(module.eval()(x), x)
 
 
+@pytest.mark.parametrize("p", [1e-19, 1e-300])
+def test_a_tiny_dropout_probability_keeps_everything(p):
+    """Gaps of a tiny p exceed int64 (they overflowed into an out-of-range index)."""
+    assert fused.keep_mask((1000,), p, "cpu").all()
+    model = TCN(2, [4], dropout=p).train()
+    x = torch.randn(2, 2, 50)
+    torch.testing.assert_close(model(x), model.eval()(x))
+
+
 def test_keep_mask_rejects_bad_p():
     with pytest.raises(ValueError, match=r"\[0, 1\)"):
         fused.keep_mask((2, 2), 1.0, "cpu")
@@ -483,6 +492,18 @@ def test_bf16_autocast_cpu_matches_module_path():
     for a, b in zip(g1, g2):
         assert a.dtype == torch.float32 and torch.isfinite(a).all()
         torch.testing.assert_close(a, b, rtol=0.1, atol=0.05 * b.abs().max().item() + 1e-6)
+
+
+def test_autocast_leaves_a_float64_model_in_float64():
+    """torch's autocast casts float32 only: the fused block must not run a float64 model in
+    bfloat16 either (its output was bf16, off by 6e-3, where the module path gave float64)."""
+    model = TCN(2, [6, 6], kernel_size=3, dropout=0.0).double().train()
+    x = torch.randn(2, 2, 30, dtype=torch.float64, requires_grad=True)
+    want = model(x)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(x)
+    assert got.dtype == torch.float64
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.gpu

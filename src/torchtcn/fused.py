@@ -90,7 +90,8 @@ def _gap_drop_positions(n: int, p: float, device) -> torch.Tensor:
         # enough gaps to cover the rest with overwhelming probability; loop otherwise
         m = max(1, int(mean + _GAP_SLACK_SIGMAS * math.sqrt(mean + 1.0) + 16))
         u = torch.rand(m, dtype=torch.float64, device=device)
-        steps = u.neg_().log1p_().div_(log_keep).floor_().to(torch.int64).add_(1)
+        # gaps past n all mean "no more drops"; clamped so that a tiny p cannot overflow int64
+        steps = u.neg_().log1p_().div_(log_keep).floor_().clamp_(max=n).to(torch.int64).add_(1)
         pos = steps.cumsum_(0).add_(start - 1)  # increasing, so the ones < n are a prefix
         inside = int((pos < n).sum())
         chunks.append(pos[:inside])

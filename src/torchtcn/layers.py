@@ -350,8 +350,10 @@ class ResidualBlock(nn.Module):
         device_type = x.device.type
         if _autocast_enabled(device_type):
             # autocast does not reach inside an autograd.Function: cast as it would for conv1d
+            # (float32 only: float64 stays float64)
             dtype = torch.get_autocast_dtype(device_type)
-            tensors = [None if t is None else t.to(dtype) for t in tensors]
+            tensors = [t.to(dtype) if t is not None and t.dtype == torch.float32 else t
+                       for t in tensors]
             with torch.autocast(device_type, enabled=False):
                 return fused.FusedBlockFunction.apply(*tensors, spec)
         return fused.FusedBlockFunction.apply(*tensors, spec)
