@@ -13,7 +13,9 @@ import dataclasses
 import json
 import logging
 import math
+import shlex
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -211,6 +213,12 @@ def summarize(values: list[float]) -> dict:
 
 def parameters(model: nn.Module) -> int:
     return count_parameters(model)
+
+
+def command_line(args) -> str:
+    """The command that ran, as a report records it (``torchtcn bench stream --streams 1``)."""
+    words = getattr(args, "argv", None)
+    return "torchtcn " + " ".join(shlex.quote(w) for w in (sys.argv[1:] if words is None else words))
 
 
 def machine() -> dict:

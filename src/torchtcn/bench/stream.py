@@ -16,24 +16,22 @@ from __future__ import annotations
 
 import argparse
 import logging
-import shlex
-import sys
 import time
 
 import torch
 
-from ..commands.config_args import positive_int
+from ..commands.config_args import non_negative_int, positive_int, positive_int_list
 from . import common
 
 log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--streams", default="1,64,1024", help="batch sizes for throughput")
+    parser.add_argument("--streams", type=positive_int_list, default="1,64,1024", help="batch sizes for throughput")
     parser.add_argument("--repeats", type=positive_int, default=30,
                         help="timed rounds per contender")
     parser.add_argument("--inner", type=positive_int, default=50, help="steps per timed round")
-    parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--warmup", type=non_negative_int, default=3, help="untimed rounds first")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--markdown", default=None, help="write the tables to this markdown file")
@@ -111,7 +109,7 @@ def throughput(device, streams: list[int], repeats: int, inner: int, warmup: int
 
 def measure(args) -> dict:
     device = torch.device(args.device)
-    streams = [int(s) for s in args.streams.split(",") if s.strip()]
+    streams = list(args.streams)
     with torch.no_grad():
         calls, steps = latency_contenders(device, args.inner)
         times = common.interleaved_times(calls, args.repeats, args.warmup, device)
@@ -126,7 +124,7 @@ def measure(args) -> dict:
         "machine": common.machine(),
         "latency_s": latency,
         "throughput": rates,
-        "command": "torchtcn bench stream " + " ".join(shlex.quote(a) for a in sys.argv[3:]),
+        "command": common.command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
 

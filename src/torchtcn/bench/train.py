@@ -17,13 +17,12 @@ import argparse
 import json
 import logging
 import os
-import shlex
 import sys
 import time
 
 import torch
 
-from ..commands.config_args import positive_int
+from ..commands.config_args import choice_list, non_negative_int, positive_int, positive_int_list
 from . import common, memory
 
 log = logging.getLogger(__name__)
@@ -37,14 +36,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--seq-len", type=positive_int, default=784)
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps per model")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps per model first")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps per model first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], action="append", default=None,
                         help="add a torchtcn row with this autocast dtype (repeatable; "
                         "default on CUDA: bf16)")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="add a torch.compile'd torchtcn row (default on CUDA)")
-    parser.add_argument("--allocators", default="tuned,glibc",
+    parser.add_argument("--allocators", type=choice_list(common.ALLOCATORS), default="tuned,glibc",
                         help="C-allocator settings to time under, each in a fresh process "
                         "(tuned: fixed glibc thresholds, no page faults; glibc: defaults)")
     parser.add_argument("--every-step-loss", action="store_true",
@@ -57,7 +56,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory-repeats", type=positive_int, default=2)
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep the sequence length (TCN vs LSTM, time and memory)")
-    parser.add_argument("--sweep-lengths", default=SWEEP_LENGTHS)
+    parser.add_argument("--sweep-lengths", type=positive_int_list, default=SWEEP_LENGTHS)
     parser.add_argument("--sweep-models", default="torchtcn,torchtcn-lowmem,lstm")
     parser.add_argument("--sweep-batch-size", type=positive_int, default=16)
     parser.add_argument("--plot", default="docs/performance_sweep.png",
@@ -236,14 +235,16 @@ def run(args) -> int:
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     amps = args.amp if args.amp is not None else (["bf16"] if cuda else [])
+    if "fp16" in amps and not cuda:
+        raise ValueError(f"--amp fp16 needs a CUDA device, found --device {device} (CPU autocast: bf16)")
     compiled = args.compile if args.compile is not None else cuda
     keys = memory._runnable(common.parse_contenders(args.models))
     started = time.time()
     report = {"benchmark": "train", "machine": common.machine(), "device": str(device),
-              "command": "torchtcn " + " ".join(shlex.quote(a) for a in sys.argv[1:])}
+              "command": common.command_line(args)}
 
     rows = entries(keys, device, amps, compiled)
-    allocators = [a.strip() for a in args.allocators.split(",") if a.strip()]
+    allocators = list(args.allocators)
     if device.type != "cpu":
         allocators = allocators[:1]  # the C allocator does not hold the tensors there
     timing = {
@@ -281,7 +282,7 @@ def run(args) -> int:
         report["memory"] = records
 
     if args.sweep:
-        lengths = [int(t) for t in args.sweep_lengths.split(",") if t.strip()]
+        lengths = list(args.sweep_lengths)
         skeys = memory._runnable(common.parse_contenders(args.sweep_models))
         sres = sweep(skeys, lengths, args.sweep_batch_size, device, allocators[0])
         s_title = (f"Sequence-length sweep, N={args.sweep_batch_size}, {device}: time "

@@ -39,7 +39,8 @@ def _runner(module: str):
         if getattr(args, "device", None) is not None:
             from ..train import resolve_device
 
-            resolve_device(args.device)  # a clear error before anything is built
+            # a clear error before anything is built; "auto" becomes the device it means
+            args.device = str(resolve_device(args.device))
         return importlib.import_module(module).run(args)
 
     return run

@@ -20,6 +20,42 @@ def positive_int(text: str) -> int:
     return value
 
 
+def non_negative_int(text: str) -> int:
+    """argparse type: a whole number >= 0 (the message quotes what was typed)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, found {text!r}")
+    return value
+
+
+def positive_int_list(text: str) -> list[int]:
+    """argparse type: ``"1,64,1024"`` -> ``[1, 64, 1024]``, each >= 1, at least one."""
+    try:
+        values = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected whole numbers >= 1 separated by commas (e.g. 1,64), found {text!r}")
+    return values
+
+
+def choice_list(choices):
+    """argparse type: a comma list of some of ``choices`` (at least one), e.g. ``tuned,glibc``."""
+    def parse(text: str) -> list[str]:
+        values = [part.strip() for part in text.split(",") if part.strip()]
+        unknown = [v for v in values if v not in choices]
+        if not values or unknown:
+            raise argparse.ArgumentTypeError(
+                f"expected a comma list of {', '.join(sorted(choices))}, found {text!r}")
+        return values
+
+    return parse
+
+
 def parse_int_list(text: str) -> tuple[int, ...]:
     """``"25,25,25"``, ``"25*3"`` or ``"32*2,64"`` -> a tuple of ints.
 
