@@ -74,6 +74,14 @@ def test_decay_outside_zero_one_is_refused(decay):
             T.TrainConfig(ema=decay)
 
 
+def test_update_from_another_architecture_is_refused():
+    """zip() paired the shared leading tensors and ignored the rest without a word."""
+    ema = WeightEMA(torchtcn.TCN(1, [4, 4]), 0.5)
+    for other in (torchtcn.TCN(1, [4, 4, 4]), torchtcn.TCN(1, [4, 5])):
+        with pytest.raises(ValueError, match="does not match the averaged one"):
+            ema.update(other, 100)
+
+
 def test_warmup_decay():
     assert warmup_decay(0.999, 0) == pytest.approx(0.1)
     assert warmup_decay(0.999, 8) == pytest.approx(0.5)

@@ -84,3 +84,22 @@ def test_round_trip_and_bad_settings():
         Likelihood("gaussian").point(torch.zeros(1, 3, 4))
     with pytest.raises(ValueError, match="a none forecast has no standard deviation"):
         Likelihood().std(torch.zeros(1, 1, 1))
+
+
+@pytest.mark.parametrize("lik", [Likelihood(), Likelihood("gaussian"), Likelihood("quantile", (0.1, 0.9))],
+                         ids=["none", "gaussian", "quantile"])
+def test_targets_of_another_shape_are_refused_not_broadcast(lik):
+    """(N, T) targets against (N, P, T) outputs broadcast to an (N, N, T) loss that scores
+    every sequence against every other's targets: a ValueError names the shape expected."""
+    raw = torch.randn(4, lik.params, 5)
+    assert lik.loss(raw, torch.randn(4, 1, 5)).shape == (4, 1, 5)
+    for y in (torch.randn(4, 5), torch.randn(4, 1, 6), torch.randn(1, 1, 5)):
+        with pytest.raises(ValueError, match=r"targets must have the point forecast's shape \(4, 1, 5\)"):
+            lik.loss(raw, y)
+    with pytest.raises(ValueError, match="forecasts must be a tensor"):
+        lik.loss(torch.randn(4), torch.randn(4))
+
+
+def test_a_quantile_likelihood_without_levels_forecasts_the_median():
+    assert Likelihood("quantile").quantiles == (0.5,)
+

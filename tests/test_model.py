@@ -245,6 +245,8 @@ def test_kernel_size_one_works():
         (dict(gate="sigmoid"), "gate"),
         (dict(dropout_kind="spatial3d"), "dropout_kind"),
         (dict(init_std=-1.0), "init_std"),
+        (dict(init_std=float("inf")), "init_std"),  # built, then gave non-finite outputs
+        (dict(init_std=float("nan")), "init_std"),  # was torch's "normal expects std >= 0"
         (dict(init_scope="heads"), "init_scope"),
     ],
 )

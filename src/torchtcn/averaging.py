@@ -72,9 +72,12 @@ class WeightEMA:
         keep = warmup_decay(self.decay, updates_before)
         # parameters() and buffers() yield each shared tensor once, in the same order for
         # the copy as for the original
-        pairs = zip(list(self.module.parameters()) + list(self.module.buffers()),
-                    list(model.parameters()) + list(model.buffers()))
-        for avg, new in pairs:
+        averaged = list(self.module.parameters()) + list(self.module.buffers())
+        current = list(model.parameters()) + list(model.buffers())
+        if len(averaged) != len(current) or any(a.shape != b.shape for a, b in zip(averaged, current)):
+            raise ValueError(f"WeightEMA.update: the model does not match the averaged one "
+                             f"({len(current)} tensors against {len(averaged)}, or other shapes)")
+        for avg, new in zip(averaged, current):
             if avg.is_floating_point() or avg.is_complex():
                 avg.lerp_(new.detach(), 1.0 - keep)
             else:

@@ -78,7 +78,8 @@ class Likelihood:
             raise ValueError(f"likelihood must be one of {list(KINDS)}, got {self.kind!r}")
         levels = ()
         if self.kind == "quantile":
-            levels = parse_quantiles(self.quantiles)
+            # none given: the median alone (it is added to any levels)
+            levels = parse_quantiles(self.quantiles) if len(self.quantiles) else ()
             if 0.5 not in levels:
                 levels = tuple(sorted((*levels, 0.5)))
         object.__setattr__(self, "quantiles", levels)
@@ -89,6 +90,9 @@ class Likelihood:
         return {"none": 1, "gaussian": 2}.get(self.kind, len(self.quantiles))
 
     def _split(self, raw: torch.Tensor) -> list[torch.Tensor]:
+        if not isinstance(raw, torch.Tensor) or raw.dim() < 2:
+            raise ValueError(f"forecasts must be a tensor (N, outputs, ...), found "
+                             f"{tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__}")
         if raw.shape[1] % self.params:
             raise ValueError(f"a {self.kind} forecast needs {self.params} outputs per target, "
                              f"got {raw.shape[1]} outputs on dim 1 of {tuple(raw.shape)}")
@@ -113,7 +117,19 @@ class Likelihood:
         return F.softplus(self._split(raw)[1]) + MIN_STD
 
     def loss(self, raw: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """Per-target training loss (N, D, ...) of forecasts ``raw`` for targets ``y``."""
+        """Per-target training loss (N, D, ...) of forecasts ``raw`` for targets ``y``.
+
+        Raises:
+            ValueError: ``y`` is not shaped as the point forecast (N, D, ...): broadcasting
+                would score every sequence against every other's targets.
+        """
+        expected = (raw.shape[0], raw.shape[1] // self.params, *raw.shape[2:]) if (
+            isinstance(raw, torch.Tensor) and raw.dim() >= 2) else None
+        self._split(raw)  # checks raw
+        if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
+            found = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
+            raise ValueError(f"targets must have the point forecast's shape {expected} (N, D, ...) "
+                             f"for {tuple(raw.shape)} {self.kind} outputs, found {found}")
         if self.kind == "none":
             return (raw - y).square()
         if self.kind == "gaussian":

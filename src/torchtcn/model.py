@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -126,7 +127,7 @@ class TCNConfig:
         if self.init_std is not None and (
             isinstance(self.init_std, bool)
             or not isinstance(self.init_std, (int, float))
-            or self.init_std <= 0
+            or not 0 < self.init_std < math.inf  # NaN fails both comparisons
         ):
             raise ValueError(f"init_std must be a positive float or None, got {self.init_std!r}")
 
