@@ -108,6 +108,12 @@ def test_head_config_errors():
         torchtcn.SequenceModel(body, out_features=0)
     with pytest.raises(TypeError, match="registered torchtcn model"):
         torchtcn.SequenceModel(torch.nn.Conv1d(1, 4, 1))
+    wrapped = torchtcn.SequenceModel(body, "last_step", 2)
+    with pytest.raises(TypeError, match="the body must be a sequence model.*SequenceModel"):
+        torchtcn.SequenceModel(wrapped, "mean", 2)  # was an AttributeError (out_channels)
+    for cls in (torchtcn.SequenceModel, torchtcn.LanguageModel):  # was an AttributeError
+        with pytest.raises(TypeError, match=f"expected a {cls.__name__}Config, got TCNConfig"):
+            cls.from_config(body.config)
 
 
 def test_heads_check_their_input():
@@ -123,6 +129,12 @@ def test_heads_check_their_input():
         with pytest.raises(ValueError, match="T >= 1"):
             head(torch.randn(1, 3, 0))
     assert torchtcn.PerStepHead(3, 2)(torch.randn(1, 3, 0)).shape == (1, 2, 0)
+    for head in (cls(3, 2) for cls in heads):  # torch's "mat1 and mat2 must have the same dtype"
+        for dtype in (torch.float64, torch.int64):
+            with pytest.raises(TypeError, match=f"must be torch.float32.*got {dtype}"):
+                head(torch.zeros(1, 3, 4, dtype=dtype))
+        with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts for the linear map
+            assert head(torch.zeros(1, 3, 4, dtype=torch.bfloat16)).dtype == torch.bfloat16
     with pytest.raises(TypeError, match="in_channels must be an int"):
         torchtcn.LastStepHead(True, 2)
 
@@ -151,6 +163,15 @@ def test_bad_lengths_are_named(lengths, error, match):
     model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), out_features=1)
     with pytest.raises(error, match=match):
         model(torch.randn(2, 1, 5), lengths=lengths)
+
+
+@pytest.mark.parametrize("head", ["last_step", "per_step", "mean"])
+def test_an_empty_batch_with_lengths(head):
+    """N = 0 works with lengths too (the last-step head's coverage check took a max of
+    nothing)."""
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), head, 3)
+    out = model(torch.zeros(0, 1, 5), lengths=torch.zeros(0, dtype=torch.long))
+    assert out.shape[:2] == (0, 3)
 
 
 def test_lengths_as_a_list_and_the_coverage_warning_from_the_longest():

@@ -341,3 +341,8 @@ def test_summary_counts_frozen_parameters_and_says_how_many_train():
         torchtcn.summary(model))
     with pytest.raises(TypeError, match="expected an nn.Module, got str"):
         torchtcn.summary("model.safetensors")
+    # the per-block and head columns count frozen parameters too (a frozen block showed 0)
+    clf = torchtcn.SequenceModel(torchtcn.TCN(1, [8, 8], kernel_size=3), "last_step", 2)
+    before = torchtcn.summary(clf)
+    clf.requires_grad_(False)
+    assert torchtcn.summary(clf).replace(" (0 trainable)", "") == before

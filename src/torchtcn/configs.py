@@ -128,6 +128,13 @@ def config_from_dict(cls: type[C], data: Any) -> C:
     return cls(**kwargs)
 
 
+def check_config_type(cls: type, config: Any) -> None:
+    """A TypeError unless ``config`` is an instance of ``cls.config_class`` (what
+    ``cls.from_config`` takes)."""
+    if not isinstance(config, cls.config_class):
+        raise TypeError(f"expected a {cls.config_class.__name__}, got {type(config).__name__}")
+
+
 class ConfiguredModel:
     """Mixin for models built from one frozen config dataclass whose fields are exactly the
     constructor's arguments: provides ``config``, ``from_config``, ``in_channels`` and
@@ -143,10 +150,7 @@ class ConfiguredModel:
     @classmethod
     def from_config(cls, config):
         """A freshly initialised model with the architecture ``config`` describes."""
-        if not isinstance(config, cls.config_class):
-            raise TypeError(
-                f"expected a {cls.config_class.__name__}, got {type(config).__name__}"
-            )
+        check_config_type(cls, config)
         return cls(**{f.name: getattr(config, f.name) for f in dataclasses.fields(config)})
 
     @property

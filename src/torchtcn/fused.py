@@ -74,6 +74,14 @@ def tracing() -> bool:
     return bool((compiling is not None and compiling()) or torch.jit.is_tracing())
 
 
+def autocast_enabled(device_type: str) -> bool:
+    """Whether autocast is on for ``device_type`` (``"cpu"``, ``"cuda"``)."""
+    try:
+        return torch.is_autocast_enabled(device_type)
+    except TypeError:  # torch < 2.4 takes no device type
+        return torch.is_autocast_enabled() if device_type == "cuda" else False
+
+
 # -- dropout masks ----------------------------------------------------------------------------
 def _gap_drop_positions(n: int, p: float, device) -> torch.Tensor:
     """Flat indices in [0, n) of the dropped elements of an i.i.d. Bernoulli(p) sequence.

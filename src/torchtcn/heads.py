@@ -17,9 +17,10 @@ import torch
 from torch import nn
 
 from .baselines import _stream_index
-from .fused import tracing
+from .fused import autocast_enabled, tracing
 from .receptive_field import ReceptiveFieldWarning
-from .registry import model_from_spec, model_spec, register_model
+from .configs import check_config_type
+from .registry import body_spec, model_from_spec, register_model
 from .validation import as_int, checked_lengths, warn_at_caller
 
 
@@ -48,6 +49,11 @@ class _LinearHead(nn.Module):
         if h.dim() != 3 or h.shape[1] != c or h.shape[2] < self.min_steps:
             raise ValueError(f"{type(self).__name__} input must be (N, {c}, T) with T >= "
                              f"{self.min_steps}, got shape {tuple(h.shape)}")
+        weight = self.linear.weight
+        # under autocast the linear map casts for itself
+        if h.dtype != weight.dtype and not (h.is_floating_point() and autocast_enabled(h.device.type)):
+            raise TypeError(f"{type(self).__name__} input must be {weight.dtype} (the head's "
+                            f"weights), got {h.dtype}")
         return h
 
 
@@ -149,7 +155,7 @@ class SequenceModel(_BodyField, nn.Module):
 
     def __init__(self, body: nn.Module, head: str = "last_step", out_features: int = 1):
         super().__init__()
-        self._config = SequenceModelConfig(model_spec(body), head, out_features)
+        self._config = SequenceModelConfig(body_spec(body), head, out_features)
         self.body = body
         self.head = HEADS[head](body.out_channels, out_features)
         self._warned = False
@@ -160,6 +166,7 @@ class SequenceModel(_BodyField, nn.Module):
 
     @classmethod
     def from_config(cls, config: SequenceModelConfig) -> SequenceModel:
+        check_config_type(cls, config)
         return cls(model_from_spec(config.body), config.head, config.out_features)
 
     def forward(
@@ -192,7 +199,7 @@ class SequenceModel(_BodyField, nn.Module):
             h = h.transpose(1, 2)
         valid = None if lengths is None else self._valid_steps(lengths, h)
         if self.head.reads_last_step:
-            if not self._warned:
+            if not self._warned and h.shape[0]:  # (an empty batch has no step to check)
                 self._check_coverage(h.shape[2] if valid is None else int(valid.sum(1).max()))
             if valid is not None:  # the last valid step of each sequence
                 last = (valid.sum(1) - 1).view(-1, 1, 1).expand(-1, h.shape[1], 1)
@@ -417,7 +424,7 @@ class LanguageModel(_BodyField, nn.Module):
         embed_dropout: float = 0.0,
     ):
         super().__init__()
-        self._config = LanguageModelConfig(model_spec(body), vocab_size, tie_weights, embed_dropout)
+        self._config = LanguageModelConfig(body_spec(body), vocab_size, tie_weights, embed_dropout)
         embed_dim = body.in_channels
         if tie_weights and body.out_channels != embed_dim:
             raise ValueError(
@@ -439,6 +446,7 @@ class LanguageModel(_BodyField, nn.Module):
 
     @classmethod
     def from_config(cls, config: LanguageModelConfig) -> LanguageModel:
+        check_config_type(cls, config)
         kwargs: dict[str, Any] = {
             f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name != "body"
         }

@@ -348,7 +348,7 @@ class ResidualBlock(nn.Module):
             None if down is None else down.bias,
         ]
         device_type = x.device.type
-        if _autocast_enabled(device_type):
+        if fused.autocast_enabled(device_type):
             # autocast does not reach inside an autograd.Function: cast as it would for conv1d
             # (float32 only: float64 stays float64)
             dtype = torch.get_autocast_dtype(device_type)
@@ -439,13 +439,6 @@ class _AsInForward:
                     m.running_var.copy_(var)
                     m.num_batches_tracked.copy_(count)
         return False
-
-
-def _autocast_enabled(device_type: str) -> bool:
-    try:
-        return torch.is_autocast_enabled(device_type)
-    except TypeError:  # torch < 2.4 takes no device type
-        return torch.is_autocast_enabled() if device_type == "cuda" else False
 
 
 def _plain_relu_unit(unit: nn.Module) -> bool:

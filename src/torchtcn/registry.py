@@ -48,6 +48,16 @@ def available_models() -> list[str]:
     return sorted(_SEQUENCE_MODELS)
 
 
+def body_spec(body) -> dict[str, Any]:
+    """``model_spec(body)`` for a model that a wrapper (a head, a language model) can hold:
+    a registered sequence body, not another wrapper (it has no (N, C_out, T) output)."""
+    spec = model_spec(body)
+    if spec["name"] not in _SEQUENCE_MODELS:
+        raise TypeError(f"the body must be a sequence model ({', '.join(available_models())}), "
+                        f"got a {type(body).__name__}, which is a wrapper itself")
+    return spec
+
+
 def get_model_class(name: str) -> type:
     """The class registered as ``name`` (sequence models and wrappers)."""
     if name not in _MODELS:

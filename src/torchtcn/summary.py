@@ -54,7 +54,7 @@ def _tcn_lines(model) -> list[str]:
                 str(model.dilations[i]),
                 str(rfs[i]),
                 "1x1" if block.downsample is not None else "-",
-                f"{count_parameters(block):,}",
+                f"{count_parameters(block, trainable_only=False):,}",
             ]
         )
     head = (
@@ -67,7 +67,7 @@ def _tcn_lines(model) -> list[str]:
     )
     lines = [head, *_table(["block", "channels", "dilation", "RF", "residual", "params"], rows)]
     if model.skips is not None:
-        lines.append(f"skip projections: {count_parameters(model.skips):,} params")
+        lines.append(f"skip projections: {count_parameters(model.skips, trainable_only=False):,} params")
     holes = model.blind_spots
     if holes:
         lines.append(f"blind spots: {len(holes)} lags never seen ({rf.describe_lags(holes)})")
@@ -94,7 +94,8 @@ def summary(model: nn.Module) -> str:
     lines = _tcn_lines(body) if hasattr(body, "blocks") else [repr(body)]
     if body is not model:
         lines.insert(0, f"{type(model).__name__} around:")
-        rest = count_parameters(model) - count_parameters(body)
+        # every parameter, frozen or not: the total line says how many are trainable
+        rest = count_parameters(model, trainable_only=False) - count_parameters(body, trainable_only=False)
         kind = getattr(getattr(model, "config", None), "head", None)
         what = f"head ({kind})" if isinstance(kind, str) else "head / embedding"
         lines.append(f"{what}: {rest:,} params")
