@@ -96,6 +96,90 @@ def test_overwrite_never_reuses_the_earlier_runs_weights(tmp_path, capsys):
     assert (tmp_path / "run" / "model.safetensors").read_bytes() != old_model
 
 
+def test_overwrite_also_removes_the_earlier_result_and_plot(tmp_path, monkeypatch):
+    """A new run that dies before it finishes must not leave the old run's "complete" result
+    beside its own checkpoints (the run is cut short here right after it is built)."""
+    assert _train(tmp_path, "epochs=1") == 0
+    run = tmp_path / "run"
+    assert (run / "adding200-tcn.json").exists() and (run / "curves.png").exists()
+    from torchtcn.train import Trainer
+
+    def die(self, resume=False):
+        raise KeyboardInterrupt  # killed before anything new was written
+    monkeypatch.setattr(Trainer, "fit", die)
+    with pytest.raises(KeyboardInterrupt):
+        _train(tmp_path, "epochs=1", "seed=3", "--overwrite")
+    assert not any((run / n).exists() for n in ("adding200-tcn.json", "curves.png", "best.ckpt",
+                                                "last.ckpt", "model.safetensors"))
+
+
+def test_resume_without_last_ckpt_or_with_overwrite_is_refused(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    run = tmp_path / "run"
+    before = {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert _train(tmp_path, "epochs=2", "--resume", "--overwrite") == 2
+    assert "give one of them" in capsys.readouterr().err
+    (run / "last.ckpt").unlink()
+    del before["last.ckpt"]
+    # "no checkpoint: starting from scratch" used to wipe the log, the result and the model
+    assert _train(tmp_path, "epochs=2", "--resume") == 2
+    assert "holds best.ckpt but no last.ckpt" in capsys.readouterr().err
+    assert {p.name: p.read_bytes() for p in run.iterdir() if p.is_file()} == before
+    assert _train(tmp_path, "epochs=1", "--resume", name="fresh") == 0  # an empty folder: a new run
+
+
+@pytest.mark.parametrize("damage", ["missing", "corrupted"])
+def test_resume_checks_the_best_checkpoint_before_training(tmp_path, capsys, damage):
+    """A lost best.ckpt made the reported test value the last weights' (best_epoch still
+    named the earlier epoch); a corrupted one failed only after every remaining epoch."""
+    assert _train(tmp_path, "epochs=3", "--max-steps", "7") == 0  # validated twice, then cut
+    run = tmp_path / "run"
+    best = run / "best.ckpt"
+    if damage == "missing":
+        best.unlink()
+    else:
+        data = bytearray(best.read_bytes())
+        data[-3] ^= 0xFF
+        best.write_bytes(bytes(data))
+    last = (run / "last.ckpt").read_bytes()
+    capsys.readouterr()
+    assert _train(tmp_path, "epochs=3", "--resume") == 2
+    err = capsys.readouterr().err
+    assert "best.ckpt" in err and "--overwrite" in err
+    assert (run / "last.ckpt").read_bytes() == last  # nothing trained, nothing overwritten
+
+
+def test_resumed_run_counts_the_time_of_every_session(tmp_path, monkeypatch):
+    """wall_seconds and a resumed epoch's seconds include the time before a checkpoint_every
+    save (a run killed after one restarted from the last epoch-end or limit save's clock)."""
+    from torchtcn.checkpoint import load_checkpoint
+    from torchtcn.train import Trainer
+
+    clocks, save = [], Trainer.save_checkpoint
+
+    def recording(self, name):
+        save(self, name)
+        clocks.append((self.state["step"], self.state["wall_seconds"], self.state["epoch_seconds"]))
+    monkeypatch.setattr(Trainer, "save_checkpoint", recording)
+
+    def train(*extra):
+        tiny = [a for a in TINY if not a.startswith("batch_size=")]  # 12 steps an epoch
+        return main(["train", "adding200", "--out", str(tmp_path / "run"), "--quiet",
+                     "--no-tensorboard", *tiny, "batch_size=4", "epochs=1", "checkpoint_every=2", *extra])
+
+    assert train("--max-steps", "5") == 0
+    state = load_checkpoint(tmp_path / "run" / "last.ckpt").trainer_state
+    assert state["step_in_epoch"] == 5 and state["wall_seconds"] > 0 and state["epoch_seconds"] > 0
+    steps, walls, epochs = zip(*clocks)  # the checkpoint_every saves at steps 2 and 4, then the stop
+    assert steps == (2, 4, 5) and 0 < walls[0] < walls[1] <= walls[2] and 0 < epochs[0] < epochs[1]
+    before = state["epoch_seconds"]
+    assert train("--resume") == 0
+    rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())
+    # (the result rounds wall_seconds to 0.1 s)
+    assert rec["history"][0]["seconds"] > before and rec["wall_seconds"] + 0.05 >= rec["history"][0]["seconds"]
+
+
 def test_max_steps_marks_the_result_incomplete(tmp_path, capsys):
     assert _train(tmp_path, "epochs=5", "--max-steps", "4") == 0
     rec = json.loads((tmp_path / "run" / "adding200-tcn.json").read_text())

@@ -264,8 +264,9 @@ class Trainer:
         self.scheduler = self.configure_scheduler(self.optimizer)
         self.state: dict[str, Any] = {"epoch": 0, "step": 0, "step_in_epoch": 0, "running": {},
                                       "best": None, "best_epoch": None, "history": [],
-                                      "wall_seconds": 0.0}
+                                      "wall_seconds": 0.0, "epoch_seconds": 0.0}
         self._best_weights: dict[str, torch.Tensor] | None = None
+        self._clock: tuple[float, float, float] | None = None  # see _tick
         self._stop: GracefulStop | None = None  # set while fit() runs
         self.writer = None
         if self.out_dir is not None and self.is_main:
@@ -346,6 +347,17 @@ class Trainer:
         logger.info("  ".join(f"{k}={_fmt(v)}" for k, v in record.items()))
 
     # ------------------------------------------------------------------ checkpoints
+    def _tick(self) -> None:
+        """Bring the state's clocks up to now (before a checkpoint): ``wall_seconds`` over every
+        session, and ``epoch_seconds``, the time spent in the epoch in progress (so that a
+        resumed epoch's ``seconds`` also count the sessions before)."""
+        if self._clock is None:
+            return
+        started, wall_before, epoch_start = self._clock
+        now = time.monotonic()
+        self.state["wall_seconds"] = wall_before + now - started
+        self.state["epoch_seconds"] = now - epoch_start if self.state["step_in_epoch"] else 0.0
+
     def _trainer_state(self) -> dict[str, Any]:
         return {**self.state, "run": self.run_info, "data_signature": self.data_signature}
 
@@ -354,6 +366,7 @@ class Trainer:
         it, to sum the epoch's running totals over processes first)."""
         if self.out_dir is None:
             return
+        self._tick()
         # The checkpoint holds the *global* running totals of the epoch in progress; on resume
         # only rank 0 takes them back (see ``restore``), so they are not counted twice. Every
         # process takes part in the sum, also one whose totals are empty.
@@ -407,14 +420,37 @@ class Trainer:
             self.optimizer.load_state_dict(ckpt.optimizer_state)
         if self.scheduler is not None and ckpt.scheduler_state is not None:
             self.scheduler.load_state_dict(ckpt.scheduler_state)
+        # before the RNG is restored: reading a checkpoint builds (initialises) a model
+        self._restore_best(path, ckpt.trainer_state.get("best_epoch"))
         if ckpt.rng:
             set_rng_state(ckpt.rng["tensors"], ckpt.rng["meta"])
-        self.state.update({k: v for k, v in ckpt.trainer_state.items() if k != "run"})
+        self.state.update({k: v for k, v in ckpt.trainer_state.items()
+                           if k not in ("run", "data_signature")})
         if not self.is_main:
             self.state["running"] = {}  # the stored totals are global: rank 0 carries them
         if self.writer is not None:
             self.writer.truncate_after(self.state["step"])
         logger.info("resumed from %s at epoch %d, step %d", path, self.state["epoch"], self.state["step"])
+
+    def _restore_best(self, last: Path, best_epoch: int | None) -> None:
+        """Read back the run's ``best.ckpt`` now, not after the remaining epochs: a missing
+        one would make the reported model the last weights (while ``best_epoch`` names an
+        earlier epoch), and a corrupted one would fail only once training is over."""
+        if best_epoch is None:
+            return  # not validated yet: a best.ckpt there is an older run's
+        from .checkpoint import load_checkpoint
+
+        path = last.with_name("best.ckpt")
+        if not path.exists():
+            raise ValueError(f"{path} is missing, but {last} says the run validated (best epoch "
+                             f"{best_epoch}): its best model is lost. Put best.ckpt "
+                             "back, or start over with --overwrite.")
+        try:
+            best = load_checkpoint(path, device=self.device)
+        except ValueError as e:
+            raise ValueError(f"{e}. The run's best model is unreadable: put back an intact "
+                             "best.ckpt, or start over with --overwrite.") from None
+        self._best_weights = {k: v.detach().clone() for k, v in best.inference_model.state_dict().items()}
 
     # ------------------------------------------------------------------ loop
     def _early_stop_reason(self) -> str | None:
@@ -586,10 +622,11 @@ class Trainer:
                 if reason:
                     logger.info("%s: stopping after epoch %d", reason, self.state["epoch"])
                     break
-                epoch_start = time.monotonic()
+                # a resumed epoch also counts its time in the sessions before
+                epoch_start = time.monotonic() - self.state.get("epoch_seconds", 0.0)
+                self._clock = (started, wall_before, epoch_start)
                 reason = self.train_epoch(started)
                 if reason:
-                    self.state["wall_seconds"] = wall_before + time.monotonic() - started
                     self.save_checkpoint("last")  # mid-epoch: a resume continues from here
                     break
                 train = self.reduce_totals(self.state["running"])
@@ -616,9 +653,7 @@ class Trainer:
                     self.state["best"], self.state["best_epoch"] = valid[metric], self.state["epoch"]
                     self._best_weights = {k: v.detach().clone()
                                           for k, v in self.eval_model.state_dict().items()}
-                    self.state["wall_seconds"] = wall_before + time.monotonic() - started
                     self.save_checkpoint("best")
-                self.state["wall_seconds"] = wall_before + time.monotonic() - started
                 self.save_checkpoint("last")
         except NonFiniteLossError as e:
             reason = str(e)

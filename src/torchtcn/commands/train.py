@@ -120,9 +120,12 @@ def add_parser(sub) -> None:
                    help="download the task's data set into the data folder if it is missing "
                    "(needs internet access; see torchtcn download)")
     p.add_argument("--out", default=None, help="run folder (default runs/<task>-<model>)")
-    p.add_argument("--resume", action="store_true", help="continue from <out>/last.ckpt")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from <out>/last.ckpt (an empty folder: a new run; one with "
+                   "best.ckpt but no last.ckpt is refused)")
     p.add_argument("--overwrite", action="store_true",
-                   help="start over in a run folder that already holds checkpoints (replacing them)")
+                   help="start over in a run folder that already holds checkpoints (replacing "
+                   "them, its result and its plot)")
     p.add_argument("--max-steps", type=int, default=None, help="stop after N steps (complete: false)")
     p.add_argument("--time-limit", type=float, default=None,
                    help="stop after this many seconds (complete: false)")
@@ -180,12 +183,18 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     spec = get_task(task).resolve(model, overrides, **train_overrides)  # bad settings first
     if results_dir is not None and Path(results_dir).exists() and not Path(results_dir).is_dir():
         raise ValueError(f"--results-dir {results_dir} is a file; give a folder for the result")
+    if resume and overwrite:
+        raise ValueError("--resume continues the run in the folder and --overwrite starts it "
+                         "over: give one of them")
     out = Path(out) if out is not None else Path("runs") / f"{task}-{model}"
     held = [name for name in ("last.ckpt", "best.ckpt") if (out / name).exists()]
     if held and not (resume or overwrite):
         raise ValueError(f"{out} already holds a run ({', '.join(held)}): --resume continues it, "
                          "--overwrite starts it over (replacing its checkpoints), --out DIR trains "
                          "into another folder")
+    if resume and held == ["best.ckpt"]:  # resuming "from scratch" would replace that run
+        raise ValueError(f"{out} holds best.ckpt but no last.ckpt to resume from: put last.ckpt "
+                         "back, or start over with --overwrite")
     try:
         run = build_run(task, model, overrides, data_dir=data_dir, **train_overrides)
     except FileNotFoundError:
@@ -208,7 +217,8 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
                       ctx=ctx, quiet=quiet, use_tensorboard=use_tensorboard)
     if held and overwrite and not resume and trainer.is_main:
         # only now that the new run is built: a bad setting or missing data keeps the old one
-        stale = held + [n for n in ("model.safetensors",) if (out / n).exists()]
+        old_outputs = ("model.safetensors", f"{task}-{model}.json", "curves.png")
+        stale = held + [n for n in old_outputs if (out / n).exists()]
         for name in stale:
             (out / name).unlink()
         logger.info("--overwrite: removed the earlier run's %s", ", ".join(stale))
