@@ -25,6 +25,12 @@ def test_relu_model_measured_too():
     assert measure_receptive_field(model) == (model.receptive_field, 0)
 
 
+@pytest.mark.parametrize("length", [-3, 0, 2.5, True])
+def test_measured_receptive_field_checks_its_length(length):
+    with pytest.raises(ValueError, match=f"length must be an int >= 1 or None, got {length!r}"):
+        measure_receptive_field(torchtcn.TCN(1, [4], kernel_size=2), length=length)
+
+
 def test_causality_checker():
     assert check_causality(torchtcn.TCN(2, [4, 4], kernel_size=3))
     assert not check_causality(torchtcn.TCN(2, [4, 4], kernel_size=3, causal=False))

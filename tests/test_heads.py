@@ -91,6 +91,8 @@ def test_language_model_token_errors():
         lm(torch.randn(2, 5))
     with pytest.raises(ValueError, match=r"2-D \(N, T\)"):
         lm(torch.randint(0, 10, (2, 5, 1)))
+    with pytest.raises(ValueError, match=r"tokens must have T >= 1 steps, got shape \(2, 0\)"):
+        lm(torch.zeros(2, 0, dtype=torch.long))  # not the embedded (2, 8, 0)
     for bad, shown in ((10, "max 10"), (-1, "min -1")):
         tokens = torch.tensor([[1, 2, bad]])
         with pytest.raises(ValueError, match=rf"in \[0, 10\) \(vocab_size\), got .*{shown}"):

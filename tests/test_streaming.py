@@ -407,6 +407,13 @@ def test_training_mode_with_dropout_or_batch_norm_refuses_to_stream():
         model.train().step(torch.randn(1, 1, 1), state)
     with pytest.raises(RuntimeError, match="batch norm"):
         TCN(1, [3], norm="batch").init_state(1)
+    # the recurrent baselines too (an LSTM's dropout between layers streamed random outputs)
+    lstm = torchtcn.LSTM(1, hidden_size=4, num_layers=2, dropout=0.3)
+    state = lstm.eval().init_state(1)
+    with pytest.raises(RuntimeError, match="dropout"):
+        lstm.train().step(torch.randn(1, 1, 1), state)
+    one_layer = torchtcn.LSTM(1, hidden_size=4, num_layers=1)  # no dropout to apply
+    one_layer.train().step(torch.randn(1, 1, 1), one_layer.init_state(1))
     # deterministic in training mode (no dropout, no batch norm): streaming is allowed
     plain = TCN(1, [3, 3], kernel_size=3)
     x = torch.randn(1, 1, 6)

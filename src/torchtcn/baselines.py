@@ -186,6 +186,10 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
         """Consume a chunk (N, C_in, t) and return its outputs (N, hidden, t) and the new state."""
         if not isinstance(state, RecurrentState):
             raise TypeError(f"expected a RecurrentState, got {type(state).__name__}")
+        if self.training and self.config.dropout > 0 and self.config.num_layers > 1:
+            # as TCN.step: dropout between layers would make each step's output random
+            raise RuntimeError(f"streaming needs dropout off, but the model is in training mode "
+                               f"with dropout={self.config.dropout}: call model.eval() first")
         if state.model_signature != self._signature():
             raise ValueError(
                 f"state was made for {state.model_signature}, this model is {self._signature()}"

@@ -95,6 +95,8 @@ def measure_receptive_field(model: nn.Module, length: int | None = None) -> tupl
         if analytic is None:
             raise ValueError("give a length: this model has no finite receptive field")
         length = 3 * analytic + 2
+    elif isinstance(length, bool) or not isinstance(length, int) or length < 1:
+        raise ValueError(f"length must be an int >= 1 or None, got {length!r}")
     t = length // 2
     mask = dependence(model, length, t)
     steps = mask.nonzero().flatten()

@@ -477,6 +477,10 @@ class LanguageModel(_BodyField, nn.Module):
         return self.decoder(h).transpose(1, 2)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(N, T) token ids -> logits (N, vocab_size, T)."""
+        if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[1] == 0 and not tracing():
+            # (the body would name the embedded shape, which the caller never saw)
+            raise ValueError(f"tokens must have T >= 1 steps, got shape {tuple(tokens.shape)}")
         return self.decode(self.body(self.embed(tokens)))
 
     # -- streaming -----------------------------------------------------------------------
