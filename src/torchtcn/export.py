@@ -405,7 +405,8 @@ def export_onnx(model: nn.Module, path, opset: int = DEFAULT_OPSET) -> Path:
     Works for a TCN, a :class:`~torchtcn.SequenceModel` and a
     :class:`~torchtcn.LanguageModel` (input: int64 tokens (N, T)); a conditioned model also
     takes ``"cond"`` (N, cond_channels). The model is exported in eval mode (its mode is
-    restored afterwards).
+    restored afterwards). The graph keeps the model's dtype; onnxruntime's CPU provider has no
+    float64 Conv/LSTM/GRU/RNN kernels, so export a float32 copy (``model.float()``) for it.
     """
     with _eval_mode(model):
         x = _example_input(model, 2, 16)

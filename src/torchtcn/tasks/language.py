@@ -4,8 +4,11 @@ and LAMBADA (scored on the last word of each passage, which is never fed as inpu
 Training follows the paper's "effective history" scheme (Sec. 5.3): the corpus is cut into
 ``batch_size`` contiguous streams (:func:`torchtcn.data.batchify`), each step reads a window
 of ``seq_len`` tokens and is scored on its last ``valid_len`` predictions only; the earlier
-positions are context (:func:`torchtcn.data.history_windows`). Every target of a split is
-scored exactly once, so the validation/test numbers are those of the whole text.
+positions are context (:func:`torchtcn.data.history_windows`). Every target of each stream
+is scored exactly once, so the validation/test numbers are those of the whole text but for
+fewer than 2 x ``eval_batch_size`` tokens: the first token of each stream (no predecessor in
+it) and the fewer than ``eval_batch_size`` tokens ``batchify`` drops at the end (9 of the
+82,429 word targets of PTB test at ``eval_batch_size=10``, as in the reference code).
 
 One dataset item is one stream of one window (index ``window * n_streams + stream``): a batch
 is a whole window, and a data-parallel run splits it by streams.
