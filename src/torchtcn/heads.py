@@ -478,8 +478,8 @@ class LanguageModel(_BodyField, nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T) token ids -> logits (N, vocab_size, T)."""
-        if isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[1] == 0 and not tracing():
-            # (the body would name the embedded shape, which the caller never saw)
+        empty = isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[1] == 0
+        if empty and not tracing():  # (the body would name the embedded shape, never seen here)
             raise ValueError(f"tokens must have T >= 1 steps, got shape {tuple(tokens.shape)}")
         return self.decode(self.body(self.embed(tokens)))
 

@@ -91,8 +91,8 @@ class Likelihood:
 
     def _split(self, raw: torch.Tensor) -> list[torch.Tensor]:
         if not isinstance(raw, torch.Tensor) or raw.dim() < 2:
-            raise ValueError(f"forecasts must be a tensor (N, outputs, ...), found "
-                             f"{tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__}")
+            found = tuple(raw.shape) if isinstance(raw, torch.Tensor) else type(raw).__name__
+            raise ValueError(f"forecasts must be a tensor (N, outputs, ...), found {found}")
         if raw.shape[1] % self.params:
             raise ValueError(f"a {self.kind} forecast needs {self.params} outputs per target, "
                              f"got {raw.shape[1]} outputs on dim 1 of {tuple(raw.shape)}")

@@ -105,6 +105,10 @@ def strict_json(value):
     return value
 
 
+def _json_line(record: dict[str, Any]) -> str:
+    return json.dumps(strict_json(record), allow_nan=False) + "\n"
+
+
 class MetricsWriter:
     """Append one record per evaluation to ``metrics.jsonl`` and ``metrics.csv`` in ``out_dir``,
     and to TensorBoard when ``tensorboard`` is installed (``use_tensorboard=True``).
@@ -149,7 +153,7 @@ class MetricsWriter:
     def truncate_after(self, step: int) -> None:
         """Drop records logged after ``step`` (a resumed run repeats them)."""
         kept = [r for r in self.read() if r.get("step", 0) <= step]
-        self.jsonl.write_text("".join(json.dumps(strict_json(r), allow_nan=False) + "\n" for r in kept))
+        self.jsonl.write_text("".join(_json_line(r) for r in kept))
         self._write_csv(kept)
         if self._tb is not None:
             self._tb.close()
@@ -157,7 +161,7 @@ class MetricsWriter:
 
     def write(self, record: dict[str, Any]) -> None:
         with open(self.jsonl, "a") as f:
-            f.write(json.dumps(strict_json(record), allow_nan=False) + "\n")
+            f.write(_json_line(record))
         self._write_csv(self.read())
         if self._tb is not None:
             step = int(record.get("step", 0))

@@ -67,7 +67,8 @@ def _tcn_lines(model) -> list[str]:
     )
     lines = [head, *_table(["block", "channels", "dilation", "RF", "residual", "params"], rows)]
     if model.skips is not None:
-        lines.append(f"skip projections: {count_parameters(model.skips, trainable_only=False):,} params")
+        skips = count_parameters(model.skips, trainable_only=False)
+        lines.append(f"skip projections: {skips:,} params")
     holes = model.blind_spots
     if holes:
         lines.append(f"blind spots: {len(holes)} lags never seen ({rf.describe_lags(holes)})")
@@ -95,7 +96,8 @@ def summary(model: nn.Module) -> str:
     if body is not model:
         lines.insert(0, f"{type(model).__name__} around:")
         # every parameter, frozen or not: the total line says how many are trainable
-        rest = count_parameters(model, trainable_only=False) - count_parameters(body, trainable_only=False)
+        rest = (count_parameters(model, trainable_only=False)
+                - count_parameters(body, trainable_only=False))
         kind = getattr(getattr(model, "config", None), "head", None)
         what = f"head ({kind})" if isinstance(kind, str) else "head / embedding"
         lines.append(f"{what}: {rest:,} params")

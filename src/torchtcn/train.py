@@ -450,7 +450,8 @@ class Trainer:
         except ValueError as e:
             raise ValueError(f"{e}. The run's best model is unreadable: put back an intact "
                              "best.ckpt, or start over with --overwrite.") from None
-        self._best_weights = {k: v.detach().clone() for k, v in best.inference_model.state_dict().items()}
+        self._best_weights = {k: v.detach().clone()
+                              for k, v in best.inference_model.state_dict().items()}
 
     # ------------------------------------------------------------------ loop
     def _early_stop_reason(self) -> str | None:

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--streams", type=positive_int_list, default="1,64,1024", help="batch sizes for throughput")
+    parser.add_argument("--streams", type=positive_int_list, default="1,64,1024",
+                        help="batch sizes for throughput")
     parser.add_argument("--repeats", type=positive_int, default=30,
                         help="timed rounds per contender")
     parser.add_argument("--inner", type=positive_int, default=50, help="steps per timed round")

@@ -36,7 +36,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument("--seq-len", type=positive_int, default=784)
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps per model")
-    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed steps per model first")
+    parser.add_argument("--warmup", type=non_negative_int, default=2,
+                        help="untimed steps per model first")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--amp", choices=["bf16", "fp16"], action="append", default=None,
                         help="add a torchtcn row with this autocast dtype (repeatable; "

@@ -345,8 +345,8 @@ class Task:
     def data_signature(self, datasets: dict[str, Any]) -> dict[str, Any]:
         """What a trained model depends on in the loaded data beyond its settings, e.g. a
         language model's vocabulary (its ids). Checkpoints keep it; ``--resume`` and
-        ``torchtcn eval`` refuse data that gives another (see :func:`torchtcn.train.signature_mismatch`).
-        Empty by default: the settings fix the data."""
+        ``torchtcn eval`` refuse data that gives another (see
+        :func:`torchtcn.train.signature_mismatch`). Empty by default: the settings fix the data."""
         return {}
 
     # -- to implement ---------------------------------------------------------------------
