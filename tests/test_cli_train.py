@@ -326,6 +326,12 @@ def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, caps
     words = [line.split("  #")[0].strip() for line in lines if line and not line.startswith("#")]
     again = get_task("copy1000").resolve("tcn", parse_overrides(words))
     assert again == get_task("copy1000").resolve("tcn", {"lr": "1e-3", "channels": "8,8", "epochs": "3"})
+    # a bad model setting is refused here already, not only once the data is loaded
+    for bad, message in (("kernel_size=0", "kernel_size must be >= 1, got 0"),
+                         ("hidden_size=0", "hidden_size")):
+        model = "lstm" if bad.startswith("hidden") else "tcn"
+        assert main(["train", "copy1000", "--model", model, "--show-settings", bad]) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_download_command_resolves_tasks_and_checks_every_name_first(tmp_path, monkeypatch, capsys):

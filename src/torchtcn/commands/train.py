@@ -134,7 +134,8 @@ def add_parser(sub) -> None:
                    help="also write <task>-<model>.json here (e.g. benchmarks/results)")
     p.add_argument("--no-tensorboard", action="store_true", help="don't log to TensorBoard")
     p.add_argument("--show-settings", action="store_true",
-                   help="print every setting of the run (preset + overrides) and exit without training")
+                   help="print every setting of the run (preset + overrides) and exit without "
+                   "training (trainer and model values are checked; data values when loaded)")
     add_common_run_arguments(p)
     p.set_defaults(func=run, overrides=[])
 

@@ -320,6 +320,7 @@ class Task:
             raise ValueError(f"task {self.name!r} scores each step's output against later "
                              "inputs: a non-causal model (causal=false) would read its own "
                              "targets; train it causal")
+        _check_body_settings(model, model_kwargs)
         return RunSpec(self.name, model, TrainConfig(**train), data, model_kwargs)
 
     def stored_data_settings(self, stored: dict[str, Any]) -> dict[str, Any]:
@@ -371,6 +372,13 @@ class Task:
 
 
 # --------------------------------------------------------------------------- shared pieces
+
+
+def _check_body_settings(model: str, model_kwargs: dict[str, Any]) -> None:
+    """Raise the body config's own ValueError/TypeError for a bad model setting now, before any
+    data is read (``--show-settings`` included); its input width comes from the data later."""
+    body = {k: v for k, v in model_kwargs.items() if k not in LM_KEYS}
+    get_model_class(model).config_class(in_channels=model_kwargs.get("emsize", 1), **body)
 
 
 class ArrayDataset:
