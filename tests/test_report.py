@@ -142,6 +142,10 @@ def test_report_names_rows_made_with_other_than_the_current_preset(tmp_path):
     old["settings"]["model_kwargs"]["hidden_size"] = 100
     R.write_result(old, results)
     assert R.preset_differences(old) == ["model_kwargs.hidden_size: 100 -> 224", "train.lr: 0.001 -> 0.002"]
+    # settings set for the run or at a resume are named too; where it ran is not
+    limited = _record("jsb", "gru", 8.4)
+    limited["settings"]["train"].update(time_limit=900.0, min_lr=1e-6, device="cuda", checkpoint_every=50)
+    assert R.preset_differences(limited) == ["train.min_lr: 1e-06 -> None", "train.time_limit: 900.0 -> None"]
     text = R.write_report(results, None, tmp_path / "plots")
     assert "- jsb / lstm: model_kwargs.hidden_size: 100 -> 224; train.lr: 0.001 -> 0.002" in text
     assert "- jsb / tcn" not in text.split("differ from the current preset")[1]

@@ -286,10 +286,15 @@ def _stopped_notes(runs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "- none"
 
 
+#: trainer settings the preset notes leave out: where a run ran and how often it saved (neither
+#: changes what is trained), and its planned epochs (the table's epochs column shows them)
+UNLISTED_SETTINGS = ("device", "checkpoint_every", "epochs")
+
+
 def preset_differences(r: dict[str, Any]) -> list[str]:
     """How the settings of result ``r`` differ from what its task and model resolve to now
-    (an override, or a preset changed since the run), ignoring the settings a resume may
-    change (epochs, time limits, early stopping).
+    (an override, a preset changed since the run, or a time limit or early stopping set for
+    the run or at a resume), except :data:`UNLISTED_SETTINGS`.
 
     Example:
         >>> from torchtcn.tasks import get_task
@@ -309,7 +314,7 @@ def preset_differences(r: dict[str, Any]) -> list[str]:
     if not stored:
         return ["the result file records no settings"]
     stored["data"] = task.stored_data_settings(stored.get("data") or {})
-    return run_differences(stored, current)
+    return run_differences(stored, current, ignore=UNLISTED_SETTINGS)
 
 
 def _preset_notes(results: list[dict[str, Any]]) -> str:
@@ -337,8 +342,9 @@ def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> s
         if early_stopped:
             parts += ["Runs ended early by opt-in early stopping (complete: the test number is the best "
                       "validation epoch's, as for a full run):\n", _stopped_notes(early_stopped), ""]
-        parts += ["Rows whose settings differ from the current preset (an override, or a preset "
-                  "changed since the run; `settings` in the result file has them all):\n",
+        parts += ["Rows whose settings differ from the current preset (an override, a preset "
+                  "changed since the run, or a time limit, `min_lr` or `early_stop` set for the "
+                  "run or at a resume; `settings` in the result file has them all):\n",
                   _preset_notes(results), "", "Hardware:\n", _hardware_notes(results), ""]
     try:
         plots_dir = Path(plots_dir)

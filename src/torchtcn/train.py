@@ -724,9 +724,11 @@ def _fmt(v: Any) -> str:
     return f"{v:.5g}" if isinstance(v, float) else str(v)
 
 
-def run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def run_differences(stored: dict[str, Any], current: dict[str, Any],
+                    ignore: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """Settings that differ between two run descriptions (:meth:`RunSpec.to_dict` form), as
-    ``"section.key: old -> new"``, ignoring :data:`RESUMABLE_CHANGES`.
+    ``"section.key: old -> new"``, ignoring the trainer settings ``ignore`` (by default
+    :data:`RESUMABLE_CHANGES`, those a resume may change).
 
     Example:
         >>> run_differences({"train": {"lr": 0.1, "epochs": 5}}, {"train": {"lr": 0.2, "epochs": 9}})
@@ -739,7 +741,7 @@ def run_differences(stored: dict[str, Any], current: dict[str, Any]) -> list[str
         a, b = stored.get(key), current.get(key)
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
-                if key == "train" and k in RESUMABLE_CHANGES:
+                if key == "train" and k in ignore:
                     continue
                 if a.get(k) != b.get(k):
                     diffs.append(f"{key}.{k}: {a.get(k)!r} -> {b.get(k)!r}")

@@ -237,7 +237,8 @@ _task(LanguageTask, "text8", "text8, character level, 90M/5M/5M (bits per charac
                 "train": {"optimizer": "adam", "lr": 1e-2, "clip": 0.15, "schedule": "none"}},
        "gru": _CHAR_RNN["gru"], "rnn": _CHAR_RNN["rnn"]}, downloads=("text8",))
 _task(LanguageTask, "wikitext103", "Wikitext-103, word level (perplexity)", "perplexity",
-      Paper(tcn=45.19, lstm=48.4, size="148M", note="Table 1 (LSTM: Grave et al. 2017)"),
+      Paper(tcn=45.19, lstm=48.4, size="148M",
+            note="Table 1 (LSTM: Grave et al. 2017); size: Table 4"),
       lambda spec, data_dir: load_wikitext103(spec.data["data"] or data_dir),
       dict(_WORD_TRAIN), {**_WORD_DATA, "data": None},
       {"tcn": {**_WORD_TCN, "channels": (1000,) * 4 + (400,), "emsize": 400, "dropout": 0.4,
@@ -247,7 +248,8 @@ _task(LanguageTask, "wikitext103", "Wikitext-103, word level (perplexity)", "per
 register_task(LambadaTask(
     name="lambada", description="LAMBADA: perplexity of each passage's last word, from its context",
     metric="perplexity",
-    paper=Paper(tcn=1279, lstm=4186, rnn=14725, size="56M", note="Table 1 (LSTM: Grave et al. 2017)"),
+    paper=Paper(tcn=1279, lstm=4186, rnn=14725, size="56M",
+                note="Table 1 (LSTM: Grave et al. 2017); size: Table 4"),
     train_preset={**_WORD_TRAIN, "batch_size": 20, "eval_batch_size": 64, "lr": 4.0, "lr_factor": 0.1},
     data_preset={"seq_len": 100, "valid_len": 50, "passage_len": 100, "data": None, "max_train_files": None},
     model_presets={"tcn": {"channels": (500,) * 5, "kernel_size": 4, "dropout": 0.1, "emsize": 500,
