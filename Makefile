@@ -1,5 +1,6 @@
 # The two commands of the README. Each creates its own virtual environment (.venv), installs
-# the CPU build of torch 2.13.0 first (so nothing can pull CUDA packages), then torchtcn.
+# torch 2.13.0 first, then torchtcn. On this build farm pip's sources hold the CPU build; on
+# another machine plain PyPI gives the CUDA build unless TORCH_INDEX (below) points at the CPU one.
 #   make demo   train a TCN and an LSTM on a real task, print the table, write the plot
 #   make test   run the test suite
 VENV   ?= .venv

@@ -307,6 +307,46 @@ def test_demo_runs_tcn_and_lstm_through_the_trainer(tmp_path, capsys):
     assert hardware.endswith(", 1 torch thread")
 
 
+def test_an_interrupted_demo_stops_and_says_so(tmp_path, capsys, monkeypatch):
+    """Ctrl-C during the TCN run: the LSTM is not trained, the table marks the TCN row, and the
+    exit status is 130 (the demo went on with the LSTM and exited 0)."""
+    from torchtcn.commands import demo
+
+    trained, real = [], demo.train_one
+
+    def interrupted(task, model, overrides, **kw):
+        trained.append(model)
+        record, out = real(task, model, overrides, **{**kw, "max_steps": 3})
+        return {**record, "complete": False, "stop_reason": "stopped by SIGINT"}, out
+    monkeypatch.setattr(demo, "train_one", interrupted)
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo"), "--quiet"]) == 130
+    assert trained == ["tcn"]
+    assert "INCOMPLETE (stopped by SIGINT)" in capsys.readouterr().out
+
+
+def test_optional_dependencies_missing_give_a_message_not_a_traceback(tmp_path, capsys, monkeypatch):
+    import torchtcn.report as report
+    from torchtcn import export
+
+    def no_matplotlib():
+        raise ImportError("plots need matplotlib: pip install 'torchtcn[plot]' (or pip install matplotlib)")
+    monkeypatch.setattr(report, "pyplot", no_matplotlib)
+    assert main(["demo", "--epochs", "1", "--out", str(tmp_path / "demo")]) == 2  # before training
+    assert "pip install 'torchtcn[plot]'" in capsys.readouterr().err
+    assert not (tmp_path / "demo").exists()
+
+    import torchtcn
+
+    torchtcn.save(torchtcn.TCN(1, [4]), tmp_path / "m.safetensors")
+    monkeypatch.setitem(__import__("sys").modules, "onnx", None)  # import onnx fails
+    assert main(["export", str(tmp_path / "m.safetensors"), str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'torchtcn[export]'" in err and "--what model_torchscript" in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+    with pytest.raises(ImportError, match="torchtcn\\[export\\]"):
+        export.export_onnx(torchtcn.TCN(1, [4]), tmp_path / "direct.onnx")
+
+
 def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, capsys):
     from torchtcn.commands.train import parse_overrides
     from torchtcn.tasks import get_task

@@ -46,6 +46,12 @@ def main(argv: list[str] | None = None) -> int:
         # OSError: missing files, and a checkpoint that could not be written (disk full).
         print(f"torchtcn {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except ImportError as e:
+        # an optional dependency that is not installed: its hint says what to install
+        if "pip install" not in str(e):
+            raise
+        print(f"torchtcn {args.command}: error: {e}", file=sys.stderr)
+        return 2
     except (MemoryError, RuntimeError) as e:
         # sizes the machine cannot hold (channels=8*10000000000): torch's allocator says so
         # in a RuntimeError; any other RuntimeError is a bug and keeps its traceback

@@ -375,7 +375,18 @@ def _opset_range() -> tuple[int, int]:
     return _constants.ONNX_MIN_OPSET, _constants.ONNX_MAX_OPSET
 
 
+def require_onnx() -> None:
+    """Raise an ImportError naming the extra to install when ``onnx`` is missing (torch's ONNX
+    exporter needs it to write the file)."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError as e:
+        raise ImportError("ONNX export needs the onnx package: pip install 'torchtcn[export]' "
+                          "(or pip install onnx)") from e
+
+
 def _onnx_export(module, args, path, input_names, output_names, dynamic_axes, opset) -> Path:
+    require_onnx()
     low, high = _opset_range()
     if as_int("opset", opset) < low or opset > high:
         raise ValueError(f"opset must be in {low}..{high} (what this torch exports), got {opset}")
@@ -383,7 +394,7 @@ def _onnx_export(module, args, path, input_names, output_names, dynamic_axes, op
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
         # The legacy (TorchScript-based) exporter is deprecated in favour of dynamo=True, but it
-        # handles these small graphs reliably and needs no extra dependency.
+        # handles these small graphs reliably and needs only onnx (not onnxscript).
         warnings.simplefilter("ignore")
         torch.onnx.export(
             module,

@@ -197,8 +197,14 @@ def markdown_table(results: list[dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------- plots
 
 
-def _pyplot():
-    import matplotlib
+def pyplot():
+    """``matplotlib.pyplot`` drawing to files only; an ImportError naming the extra to install
+    when matplotlib is missing."""
+    try:
+        import matplotlib
+    except ImportError as e:
+        raise ImportError("plots need matplotlib: pip install 'torchtcn[plot]' (or pip install "
+                          "matplotlib)") from e
 
     matplotlib.use("Agg")  # files only, never a window
     import matplotlib.pyplot as plt
@@ -211,13 +217,13 @@ def save_figure(fig, path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
-    _pyplot().close(fig)
+    pyplot().close(fig)
     return path
 
 
 def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title: str = "") -> Path:
     """Loss (train, valid) and the metric (train, valid, test) per epoch, as a PNG."""
-    plt = _pyplot()
+    plt = pyplot()
     epochs = [r["epoch"] for r in history]
     # When the metric is the loss itself (MSE, NLL, cross entropy), one panel says it all.
     same = all(r.get(f"{s}_loss") == r.get(f"{s}_{metric}") for r in history for s in ("train", "valid"))
@@ -244,7 +250,7 @@ def plot_comparison(results: list[dict[str, Any]], path) -> Path:
     Dots, not bars: the small losses need a log axis, where a bar's height means nothing. Our
     number is the one the table compares (:func:`compared_value`).
     """
-    plt = _pyplot()
+    plt = pyplot()
     tasks = sorted({r["task"] for r in results})
     n = len(tasks)
     cols = min(n, 3)
@@ -364,8 +370,8 @@ def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> s
                                          title=f"{r['task']} / {r['model']}")
                     parts.append(f"![{r['task']} {r['model']}]({rel}/{name})")
             parts.append("")
-    except ImportError:
-        logger.warning("matplotlib not installed: the report has no plots")
+    except ImportError as e:
+        logger.warning("%s: the report has no plots", e)
     text = "\n".join(parts)
     if markdown_path:
         from .checkpoint import atomic_write_bytes

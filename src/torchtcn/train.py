@@ -709,8 +709,8 @@ class Trainer:
             try:
                 plot_learning_curves(self.state["history"], self.task.metric, self.out_dir / "curves.png",
                                      title=self.run_info.get("task", ""))
-            except ImportError:
-                logger.warning("matplotlib not installed: no learning-curve plot")
+            except ImportError as e:
+                logger.warning("%s: no learning-curve plot", e)
 
 
 def _safe_metric(task, totals: dict[str, float]) -> float:

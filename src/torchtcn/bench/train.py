@@ -196,10 +196,9 @@ def sweep_table(results: list[dict]):
 
 def plot_sweep(results: list[dict], path: str, title: str) -> None:
     """Two panels against the sequence length (log-log): ms per step, peak MiB."""
-    import matplotlib
+    from ..report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, (ax_t, ax_m) = plt.subplots(1, 2, figsize=(11, 4.2))
     for key in dict.fromkeys(r["model"] for r in results):
@@ -238,6 +237,10 @@ def run(args) -> int:
     amps = args.amp if args.amp is not None else (["bf16"] if cuda else [])
     if "fp16" in amps and not cuda:
         raise ValueError(f"--amp fp16 needs a CUDA device, found --device {device} (CPU autocast: bf16)")
+    if args.sweep:
+        from ..report import pyplot
+
+        pyplot()  # the sweep's plot needs matplotlib: say so before the benchmark runs
     compiled = args.compile if args.compile is not None else cuda
     keys = memory._runnable(common.parse_contenders(args.models))
     started = time.time()

@@ -24,7 +24,7 @@ import argparse
 import logging
 from pathlib import Path
 
-from .train import add_common_run_arguments, positive_int, torch_threads, train_one
+from .train import add_common_run_arguments, exit_code, positive_int, torch_threads, train_one
 
 DEMO_TASK = "jsb"
 DEMO_MODELS = ("tcn", "lstm")
@@ -48,9 +48,9 @@ def add_parser(sub) -> None:
 
 def plot_demo(records: list[dict], path) -> Path:
     """Validation NLL per epoch of every model, and the paper's TCN number for reference."""
-    from ..report import _pyplot, format_value, save_figure
+    from ..report import pyplot, format_value, save_figure
 
-    plt = _pyplot()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for r in records:
         hist = r["history"]
@@ -74,8 +74,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from ..report import format_value
+    from ..report import pyplot, format_value
 
+    pyplot()  # the plot is part of the demo: a missing matplotlib is said before training
     logging.getLogger("torchtcn.train").setLevel(logging.WARNING)  # the table says it all
     records = []
     for model in DEMO_MODELS:
@@ -86,12 +87,15 @@ def _run(args: argparse.Namespace) -> int:
                               epochs=args.epochs, seed=args.seed, device=args.device,
                               use_tensorboard=False)
         records.append(record)
+        if exit_code(record):  # Ctrl-C (or a diverged run): stop here, not train the next model
+            break
     metric = records[0]["metric"]
     print(f"\n{DEMO_TASK}: test {metric} (lower is better), best-validation model of each run\n")
-    print(f"{'model':<6} {'params':>9} {'epochs':>6} {'test':>8} {'paper':>8} {'seconds':>8}")
+    print(f"{'model':<6} {'params':>9} {'epochs':>6} {'test':>8} {'paper':>8} {'seconds':>8}  run")
     for r in records:
+        status = "complete" if r["complete"] else f"INCOMPLETE ({r['stop_reason']})"
         print(f"{r['model']:<6} {r['params']:>9,} {r['epochs']:>6} {format_value(r['value'], metric):>8} "
-              f"{format_value(r['paper_model'], metric):>8} {r['wall_seconds']:>8.0f}")
+              f"{format_value(r['paper_model'], metric):>8} {r['wall_seconds']:>8.0f}  {status}")
     path = plot_demo(records, Path(args.out) / "demo.png")
     print(f"\nplot: {path}   (paper numbers: {records[0]['paper_note']}, after full training)")
-    return 0
+    return exit_code(records[-1])

@@ -12,6 +12,7 @@ from ..export import (
     export_step_program,
     export_step_torchscript,
     export_torchscript,
+    require_onnx,
     step_body,
 )
 from ..io import load
@@ -53,6 +54,12 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     model = load(args.path).eval()
     what = _artefacts(args.what, model)
+    if {"model", "step"} & set(what):
+        try:
+            require_onnx()  # before anything is written
+        except ImportError as e:
+            raise ImportError(f"{e}; --what model_torchscript,torchscript,program writes the "
+                              "TorchScript and torch.export files without it") from None
     out = Path(args.out)
     written = []
     if "model" in what:

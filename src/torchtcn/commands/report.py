@@ -248,5 +248,6 @@ def run(args: argparse.Namespace) -> int:
         atomic_write_bytes(out, text.encode())
     print(text if out is None else text.split("## Plots")[0].rstrip())
     if out:
-        print(f"\nwrote {out} and plots in {args.plots_dir}/")
+        plots = f" and plots in {args.plots_dir}/" if "## Plots" in text else " (no plots)"
+        print(f"\nwrote {out}{plots}")
     return 0

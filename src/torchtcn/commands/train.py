@@ -309,11 +309,16 @@ def _run(args: argparse.Namespace) -> int:
             if key.startswith("value_last"):
                 print(f"  mean test {metric} of the last {record['last_k_epochs']} epochs: "
                       f"{format_value(record[key], metric)}")
+    return exit_code(record)
+
+
+def exit_code(record: dict) -> int:
+    """The command's exit status for a run's result: 1 for a non-finite loss, the shell's
+    128 + signal number for a run stopped by SIGINT / SIGTERM (checkpoint and result saved),
+    so that ``torchtcn train ... && next`` does not go on as if it had finished; else 0."""
     reason = record["stop_reason"] or ""
     if "non-finite" in reason:
         return 1
-    # interrupted (checkpoint and result saved): the shell's 128 + signal number, so that
-    # `torchtcn train ... && next` does not go on as if the run had finished
     for name, code in (("SIGINT", 130), ("SIGTERM", 143)):
         if reason == f"stopped by {name}":
             return code
