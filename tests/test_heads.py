@@ -141,6 +141,23 @@ def test_heads_check_their_input():
         torchtcn.LastStepHead(True, 2)
 
 
+def test_wrapper_configs_are_hashable_and_cannot_be_edited_behind_the_model(tmp_path):
+    """The configs are frozen, but their body spec is a dict: an edit through model.config
+    (or to the caller's dict) was accepted and saved a config that disagreed with the weights,
+    which load then refused; hash() raised TypeError."""
+    model = torchtcn.SequenceModel(torchtcn.TCN(1, [4], kernel_size=2), "last_step", 3)
+    lm = torchtcn.LanguageModel(torchtcn.TCN(8, [8], kernel_size=2), vocab_size=10)
+    for m in (model, lm):
+        assert hash(m.config) == hash(m.config) and m.config == m.config
+        m.config.body["config"]["channels"] = [9]
+        torchtcn.save(m, tmp_path / "m.safetensors")
+        assert torchtcn.load(tmp_path / "m.safetensors").config == m.config
+    spec = {"name": "tcn", "config": dict(model.config.body["config"])}
+    config = type(model.config)(spec, "mean", 2)
+    spec["config"]["channels"] = [7]
+    assert config.body["config"]["channels"] == [4]
+
+
 def test_language_model_config_types():
     body = torchtcn.TCN(4, [4], kernel_size=2)
     for bad in (1, "no"):  # "no" is truthy: it would tie the weights

@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,7 +21,7 @@ from torch import nn
 from .baselines import _stream_index
 from .fused import autocast_enabled, tracing
 from .receptive_field import ReceptiveFieldWarning
-from .configs import check_config_type
+from .configs import check_config_type, config_to_dict
 from .registry import body_spec, model_from_spec, register_model
 from .validation import as_int, checked_lengths, warn_at_caller
 
@@ -101,13 +103,27 @@ def _spec_field(help_text: str):
     return field(metadata={"help": help_text})
 
 
+class _WrapperConfig:
+    """What the wrapper configs share: their ``body`` spec is a dict, so the config owns a
+    private copy of it (an edit to the caller's dict, or to ``model.config.body``, cannot
+    make a saved file's config disagree with its weights), and hashes by its JSON form."""
+
+    def _own_body(self) -> None:
+        object.__setattr__(self, "body", copy.deepcopy(self.body))
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(config_to_dict(self), sort_keys=True))
+
+
 @dataclass(frozen=True)
-class SequenceModelConfig:
+class SequenceModelConfig(_WrapperConfig):
     body: dict = _spec_field('the body as {"name": ..., "config": {...}}')
     head: str = field(default="last_step", metadata={"help": "last_step | per_step | mean"})
     out_features: int = field(default=1, metadata={"help": "head outputs"})
+    __hash__ = _WrapperConfig.__hash__  # (a dataclass keeps only a hash of its own class body)
 
     def __post_init__(self):
+        self._own_body()
         if self.head not in HEADS:
             raise ValueError(f"head must be one of {sorted(HEADS)}, got {self.head!r}")
         object.__setattr__(self, "out_features", as_int("out_features", self.out_features))
@@ -162,7 +178,7 @@ class SequenceModel(_BodyField, nn.Module):
 
     @property
     def config(self) -> SequenceModelConfig:
-        return self._config
+        return dataclasses.replace(self._config)  # a copy: its body dict is the caller's to edit
 
     @classmethod
     def from_config(cls, config: SequenceModelConfig) -> SequenceModel:
@@ -381,13 +397,15 @@ class PooledState:
 
 
 @dataclass(frozen=True)
-class LanguageModelConfig:
+class LanguageModelConfig(_WrapperConfig):
     body: dict = _spec_field('the body as {"name": ..., "config": {...}}')
     vocab_size: int = field(default=10000, metadata={"help": "number of tokens"})
     tie_weights: bool = field(default=True, metadata={"help": "decoder shares the embedding"})
     embed_dropout: float = field(default=0.0, metadata={"help": "dropout on embeddings"})
+    __hash__ = _WrapperConfig.__hash__
 
     def __post_init__(self):
+        self._own_body()
         object.__setattr__(self, "vocab_size", as_int("vocab_size", self.vocab_size))
         if not isinstance(self.tie_weights, bool):
             raise TypeError(f"tie_weights must be a bool, got {self.tie_weights!r}")
@@ -442,7 +460,7 @@ class LanguageModel(_BodyField, nn.Module):
 
     @property
     def config(self) -> LanguageModelConfig:
-        return self._config
+        return dataclasses.replace(self._config)  # a copy: its body dict is the caller's to edit
 
     @classmethod
     def from_config(cls, config: LanguageModelConfig) -> LanguageModel:
