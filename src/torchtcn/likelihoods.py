@@ -123,9 +123,8 @@ class Likelihood:
             ValueError: ``y`` is not shaped as the point forecast (N, D, ...): broadcasting
                 would score every sequence against every other's targets.
         """
-        expected = (raw.shape[0], raw.shape[1] // self.params, *raw.shape[2:]) if (
-            isinstance(raw, torch.Tensor) and raw.dim() >= 2) else None
         self._split(raw)  # checks raw
+        expected = (raw.shape[0], raw.shape[1] // self.params, *raw.shape[2:])
         if not isinstance(y, torch.Tensor) or tuple(y.shape) != expected:
             found = tuple(y.shape) if isinstance(y, torch.Tensor) else type(y).__name__
             raise ValueError(f"targets must have the point forecast's shape {expected} (N, D, ...) "

@@ -666,17 +666,9 @@ class Trainer:
 
     def best_model(self) -> nn.Module:
         """A copy of the model with the best-validation weights (the current
-        :attr:`eval_model` weights if none)."""
+        :attr:`eval_model` weights if none). A resumed run read its best weights back from
+        ``best.ckpt`` in :meth:`restore`."""
         weights = self._best_weights
-        # best.ckpt is this run's only once it has validated (an older run's may lie there)
-        validated = self.state["best_epoch"] is not None
-        if weights is None and validated and self.out_dir is not None and (
-            self.out_dir / "best.ckpt"
-        ).exists():
-            from .checkpoint import load_checkpoint
-
-            best = load_checkpoint(self.out_dir / "best.ckpt", device=self.device)
-            weights = best.inference_model.state_dict()
         if weights is None and self.ema is not None:
             weights = self.ema.state_dict()
         model = copy.deepcopy(self.model)  # keeps the trained model's requires_grad flags
