@@ -84,6 +84,13 @@ def test_resume_refuses_a_different_run(tmp_path):
         other.fit(resume=True)
 
 
+def test_resume_with_fewer_epochs_than_already_trained_is_refused(tmp_path):
+    _trainer(tmp_path / "r", epochs=2).fit()
+    with pytest.raises(ValueError, match=r"already trained 2 epochs, but epochs=1"):
+        _trainer(tmp_path / "r", epochs=1).fit(resume=True)
+    assert _trainer(tmp_path / "r", epochs=2).fit(resume=True).epochs == 2  # the same plan is fine
+
+
 def test_clipping_happens_after_backward():
     trainer = _trainer(epochs=1, overrides={"optimizer": "sgd", "lr": "1.0", "clip": "1e-3"})
     before = torch.cat([p.detach().flatten().clone() for p in trainer.model.parameters()])

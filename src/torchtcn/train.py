@@ -407,6 +407,10 @@ class Trainer:
         if changed:
             raise ValueError(f"{path}: the data now differs from the data the run was trained on "
                              f"({changed}); the files changed since. Resume with the original files.")
+        done = ckpt.trainer_state.get("epoch", 0)
+        if self.config.epochs < done:  # the result would claim more epochs than were planned
+            raise ValueError(f"{path}: the run has already trained {done} epochs, but epochs="
+                             f"{self.config.epochs}: resume with epochs>={done}")
         if self.ema is not None and ckpt.averaged is None:
             raise ValueError(f"{path} holds no weight average, but this run has ema="
                              f"{self.config.ema}: resume with the run's own settings")
