@@ -93,6 +93,8 @@ def test_language_model_token_errors():
         lm(torch.randint(0, 10, (2, 5, 1)))
     with pytest.raises(ValueError, match=r"tokens must have T >= 1 steps, got shape \(2, 0\)"):
         lm(torch.zeros(2, 0, dtype=torch.long))  # not the embedded (2, 8, 0)
+    with pytest.raises(ValueError, match=r"tokens must have T >= 1 steps, got shape \(2, 0\)"):
+        lm.step(torch.zeros(2, 0, dtype=torch.long), lm.init_state(2))
     for bad, shown in ((10, "max 10"), (-1, "min -1")):
         tokens = torch.tensor([[1, 2, bad]])
         with pytest.raises(ValueError, match=rf"in \[0, 10\) \(vocab_size\), got .*{shown}"):
@@ -100,6 +102,12 @@ def test_language_model_token_errors():
         state = lm.init_state(batch_size=1)
         with pytest.raises(ValueError, match=r"in \[0, 10\)"):
             lm.step(tokens, state)  # the streaming path embeds through the same check
+
+
+def test_language_model_refuses_a_conditioned_body():
+    # forward, step and generate take no cond, so such a model could never run
+    with pytest.raises(ValueError, match="takes no conditioning.*cond_channels=2"):
+        torchtcn.LanguageModel(torchtcn.TCN(4, [4], cond_channels=2), vocab_size=7)
 
 
 def test_head_config_errors():

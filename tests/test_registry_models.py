@@ -104,6 +104,37 @@ def test_state_contract(name, layout):
         model.init_state(2.0)
 
 
+@pytest.mark.parametrize("wrap", ["body", "per_step", "mean"])
+def test_flush_resets_so_the_next_sequence_streams_as_if_alone(name, wrap):
+    model = build(name)
+    if wrap != "body":
+        model = torchtcn.SequenceModel(model, head=wrap, out_features=2).double().eval()
+    first, second = (torch.randn(2, 3, n, dtype=torch.float64) for n in (12, 9))
+    state = model.init_state(2)
+    _, state = model.step(first, state)
+    _, state = model.flush(state)
+    y, state = model.step(second, state)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torchtcn.ReceptiveFieldWarning)
+        full = model(second)
+    if wrap == "mean":  # the running mean: its last frame is the sequence's prediction
+        y, full = y[:, :, -1], full
+    torch.testing.assert_close(y, full, rtol=1e-10, atol=1e-10)
+
+
+def test_streaming_keeps_no_autograd_graph(name):
+    # inference only: a graph held by the outputs or the state would grow with every call
+    model = build(name)
+    for m in (model, torchtcn.SequenceModel(model, head="per_step", out_features=2).double()):
+        state = m.init_state(2)
+        x = torch.randn(2, 3, 4, dtype=torch.float64, requires_grad=True)
+        y, state = m.step(x, state)
+        tail, state = m.flush(state)
+        assert not y.requires_grad and not tail.requires_grad
+        held = [v for v in vars(state).values() if isinstance(v, torch.Tensor)]
+        assert held and not any(t.requires_grad for t in held)
+
+
 def test_bad_input_rejected(name):
     model = build(name)
     with pytest.raises(ValueError, match="channels"):

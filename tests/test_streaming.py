@@ -147,6 +147,20 @@ def test_flush_resets_for_the_next_stream():
     torch.testing.assert_close(stream(model, x, [9], state), model(x), rtol=0, atol=1e-10)
 
 
+@pytest.mark.parametrize("causal", [True, False])
+def test_mean_head_flush_restarts_the_running_mean(causal):
+    body = make(6, in_channels=2, channels=[3, 3], kernel_size=3, causal=causal)
+    model = torchtcn.SequenceModel(body, head="mean", out_features=2).double().eval()
+    state = model.init_state(1)
+    _, state = model.step(inputs(body, 1, 10, 6), state)
+    _, state = model.flush(state)
+    x = inputs(body, 1, 8, 7)
+    y, state = model.step(x, state)
+    tail, _ = model.flush(state)
+    last = torch.cat([y, tail], 2)[:, :, -1]  # the mean over the second sequence alone
+    torch.testing.assert_close(last, model(x), rtol=0, atol=1e-10)
+
+
 def test_float32_paper_model():
     model = TCN(1, [25] * 8, kernel_size=7).eval()
     x = torch.randn(2, 1, 400)

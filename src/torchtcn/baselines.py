@@ -182,6 +182,7 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
         c = torch.zeros_like(h) if self.cell == "lstm" else None
         return RecurrentState(h, c, self._signature())
 
+    @torch.no_grad()  # streaming is inference: a graph kept in the state would grow per call
     def step(self, x: torch.Tensor, state: RecurrentState):
         """Consume a chunk (N, C_in, t) and return its outputs (N, hidden, t) and the new state."""
         if not isinstance(state, RecurrentState):
@@ -209,15 +210,17 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
             return y, RecurrentState(hidden[0], hidden[1], state.model_signature)
         return y, RecurrentState(hidden, None, state.model_signature)
 
+    @torch.no_grad()
     def flush(self, state: RecurrentState):
         """End the streams: ``(y, state)`` with y empty (N, hidden, 0), as a recurrent model has
-        no delayed frames; the same call as ``TCN.flush`` so callers treat every model alike."""
+        no delayed frames, and every stream of ``state`` reset (in place), as ``TCN.flush``
+        does, so callers treat every model alike."""
         if not isinstance(state, RecurrentState):
             raise TypeError(f"expected a RecurrentState, got {type(state).__name__}")
         y = state.h.new_zeros(state.batch_size, self.out_channels, 0)
         if self.layout == "NLC":
             y = y.transpose(1, 2)
-        return y, state
+        return y, state.reset(list(range(state.batch_size)))
 
 
 @register_model("lstm")

@@ -271,6 +271,7 @@ class SequenceModel(_BodyField, nn.Module):
     def _pools(self) -> bool:
         return not (self.head.reads_last_step or self.head.returns_sequence)
 
+    @torch.no_grad()  # streaming is inference only (as the body's step)
     def step(self, x: torch.Tensor, state, cond: torch.Tensor | None = None):
         """Consume a chunk (N, C_in, t): returns ``(y, state)``, ``y`` (N, out_features, t);
         ``cond`` as for :meth:`forward`, with every chunk.
@@ -294,9 +295,10 @@ class SequenceModel(_BodyField, nn.Module):
         h, state.body = self.body.step(x, state.body, **kwargs)
         return self._head_frames(h, state), state
 
+    @torch.no_grad()
     def flush(self, state, cond: torch.Tensor | None = None):
         """End the streams: ``(y, state)`` with the last ``stream_delay`` frames (see
-        ``TCN.flush``); empty for causal bodies."""
+        ``TCN.flush``), empty for causal bodies; afterwards every stream is reset."""
         kwargs = self._cond_kwargs(cond)
         pooled = state if self._pools else None
         if pooled is not None:
@@ -309,7 +311,8 @@ class SequenceModel(_BodyField, nn.Module):
                             device=state.h.device)
         if pooled is not None:
             pooled.body = state
-            return self._head_frames(h, pooled), pooled
+            y = self._head_frames(h, pooled)  # reads the running mean, so before the reset
+            return y, pooled.reset(list(range(pooled.batch_size)))
         return self._head_frames(h, None), state
 
     def _head_frames(self, h: torch.Tensor, pooled: PooledState | None) -> torch.Tensor:
@@ -443,6 +446,10 @@ class LanguageModel(_BodyField, nn.Module):
     ):
         super().__init__()
         self._config = LanguageModelConfig(body_spec(body), vocab_size, tie_weights, embed_dropout)
+        cond_channels = getattr(getattr(body, "config", None), "cond_channels", 0)
+        if cond_channels:  # forward, step and generate pass no cond
+            raise ValueError(f"a LanguageModel takes no conditioning, but its body has "
+                             f"cond_channels={cond_channels}: build the body without it")
         embed_dim = body.in_channels
         if tie_weights and body.out_channels != embed_dim:
             raise ValueError(
@@ -476,6 +483,8 @@ class LanguageModel(_BodyField, nn.Module):
             raise TypeError(f"tokens must be a torch.Tensor, got {type(tokens).__name__}")
         if tokens.dim() != 2:
             raise ValueError(f"tokens must be 2-D (N, T), got shape {tuple(tokens.shape)}")
+        if tokens.shape[1] == 0 and not tracing():  # the body would name the embedded shape
+            raise ValueError(f"tokens must have T >= 1 steps, got shape {tuple(tokens.shape)}")
         if tokens.dtype not in (torch.int64, torch.int32):
             raise TypeError(f"tokens must be int64 or int32, got dtype {tokens.dtype}")
         if tokens.device.type == "cpu" and tokens.numel() and not tracing():
@@ -496,9 +505,6 @@ class LanguageModel(_BodyField, nn.Module):
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """(N, T) token ids -> logits (N, vocab_size, T)."""
-        empty = isinstance(tokens, torch.Tensor) and tokens.dim() == 2 and tokens.shape[1] == 0
-        if empty and not tracing():  # (the body would name the embedded shape, never seen here)
-            raise ValueError(f"tokens must have T >= 1 steps, got shape {tuple(tokens.shape)}")
         return self.decode(self.body(self.embed(tokens)))
 
     # -- streaming -----------------------------------------------------------------------
@@ -511,6 +517,7 @@ class LanguageModel(_BodyField, nn.Module):
         """The body's streaming state for ``batch_size`` token streams."""
         return self.body.init_state(batch_size)
 
+    @torch.no_grad()  # streaming is inference only (as the body's step)
     def step(self, tokens: torch.Tensor, state):
         """Consume a token chunk (N, t): returns ``(logits, state)``, logits (N, vocab, t),
         equal to ``forward`` of the whole token sequence frame for frame.
@@ -530,7 +537,9 @@ class LanguageModel(_BodyField, nn.Module):
         h, state = self.body.step(self.embed(tokens), state)
         return self.decode(h), state
 
+    @torch.no_grad()
     def flush(self, state):
-        """End the streams: ``(logits, state)`` for the last ``stream_delay`` frames."""
+        """End the streams: ``(logits, state)`` for the last ``stream_delay`` frames; afterwards
+        every stream is reset."""
         h, state = self.body.flush(state)
         return self.decode(h), state

@@ -563,8 +563,9 @@ def flush(model, state: TCNState, cond: torch.Tensor | None = None):
         check_cond(cond, plan.cond_channels, n, zeros, "the TCN")
     if plan.delay == 0:  # causal: every output was already returned by step
         out = (n, plan.out_channels, 0) if plan.layout == "NCL" else (n, 0, plan.out_channels)
-        return zeros.new_zeros(out), state
-    y = _step_chunk(plan, zeros, state, end=state.age.clone(), films=_film_terms(plan, cond))
+        y = zeros.new_zeros(out)
+    else:
+        y = _step_chunk(plan, zeros, state, end=state.age.clone(), films=_film_terms(plan, cond))
     state.reset(torch.ones(n, dtype=torch.bool, device=state.buf.device))
     return y, state
 
