@@ -260,7 +260,7 @@ def test_torchscript_and_torch_export_steps_take_cond(tmp_path):
                                  initial_step_state)
 
     model = conditioned(CONFIGS[3]).float()
-    assert StepModule(model).input_names == ["x", "state", "age", "cond"]
+    assert StepModule(model).input_names == ["x", "state", "age", "end", "cond"]
     scripted = torch.jit.load(str(export_step_torchscript(model, tmp_path / "s.pt", batch_size=2)))
     program = torch.export.load(str(export_step_program(model, tmp_path / "s.pt2"))).module()
     cond = torch.randn(3, COND)
@@ -272,5 +272,5 @@ def test_torchscript_and_torch_export_steps_take_cond(tmp_path):
         for key, fn in (("ts", scripted), ("ep", program)):
             y_exported, *carried[key] = fn(x, *carried[key], cond)
             torch.testing.assert_close(y_exported, y, rtol=0, atol=1e-5)
-    with pytest.raises(TypeError, match=r"takes \(x, state, age, cond\), got 3 inputs"):
+    with pytest.raises(TypeError, match=r"takes \(x, state, age, end, cond\), got 4 inputs"):
         StepModule(model)(torch.randn(3, 2, 1), *initial_step_state(model, 3))

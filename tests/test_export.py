@@ -60,6 +60,34 @@ def test_onnx_step_matches_eager_step_over_many_steps(cfg, tmp_path):
         np.testing.assert_allclose(y_onnx, y.numpy(), rtol=0, atol=1e-5)
 
 
+def test_a_non_causal_step_flushes_through_its_end_input(tmp_path):
+    """Setting ``end`` to a stream's age, then feeding stream_delay frames of anything, gives
+    the forward pass's last frames (zero padding at every layer), as the eager flush does."""
+    model = make(CONFIGS[2])
+    delay, t_dim = model.stream_delay, 1  # NLC
+    x = frame(model, 2, 9)
+    steps = {"onnx": export_step_onnx(model, tmp_path / "s.onnx", batch_size=2),
+             "ts": torch.jit.load(str(export_step_torchscript(model, tmp_path / "s.pt", batch_size=2))),
+             "ep": torch.export.load(str(export_step_program(model, tmp_path / "s.pt2"))).module()}
+    sess = ort.InferenceSession(str(steps.pop("onnx")))
+    names = [i.name for i in sess.get_inputs()]
+    assert names == ["x", "state", "age", "end"]
+    steps["onnx"] = lambda *a: [torch.from_numpy(v) for v in
+                                sess.run(None, dict(zip(names, [v.numpy() for v in a])))]
+    for key, step in steps.items():
+        carried = list(initial_step_state(model, 2))
+        outs = []
+        for i in range(9):
+            y, *carried = step(x.narrow(t_dim, i, 1), *carried)
+            outs.append(y)
+        carried[2] = carried[1].clone()  # end := age: both streams end here
+        for _ in range(delay):
+            y, *carried = step(torch.full_like(x.narrow(t_dim, 0, 1), 7.0), *carried)
+            outs.append(y)
+        got = torch.cat(outs, t_dim).narrow(t_dim, delay, 9)
+        torch.testing.assert_close(got, model(x).detach(), rtol=0, atol=1e-5, msg=key)
+
+
 def test_onnx_step_takes_any_batch_and_chunk_length(tmp_path):
     model = make(CONFIGS[0])
     sess = ort.InferenceSession(str(export_step_onnx(model, tmp_path / "s.onnx")))

@@ -11,8 +11,11 @@ Two artefacts for deployment outside Python:
   (N, C_max, slots) holding, for every convolution (and, in non-causal models, every delay
   line), its last ``(k - 1) * d`` inputs in time order; start from zeros
   (:func:`initial_step_state`) and feed each call's ``new_state`` to the next call. Non-causal
-  models also carry ``age`` (N,) int64, the frames each stream has seen (zeros at the start);
-  their outputs lag by ``stream_delay`` frames exactly as :meth:`TCN.step`'s do.
+  models also carry ``age`` (N,) int64, the frames each stream has seen (zeros at the start),
+  and ``end`` (N,) int64, -1 while a stream runs; their outputs lag by ``stream_delay``
+  frames exactly as :meth:`TCN.step`'s do. To flush a stream (:meth:`TCN.flush`), set its
+  ``end`` to its ``age`` and feed ``stream_delay`` more frames (any values: they are masked
+  as the forward pass's zero padding).
   Conditioned models (``cond_channels > 0``) take ``cond`` (N, cond_channels) last, in both.
   For a recurrent body it is ``(x, h[, c]) -> (y, new_h[, new_c])``
   (:class:`RecurrentStepModule`).
@@ -148,10 +151,13 @@ class _FrameIO(nn.Module):
 class StepModule(_FrameIO):
     """The streaming step of a TCN as a pure function of explicit tensors.
 
-    ``forward(x, state)`` (causal) or ``forward(x, state, age)`` (non-causal), with ``cond``
-    appended for a conditioned model: x (N, C_in, t) (or NLC), state (N, C_max, slots),
-    age (N,) int64, cond (N, cond_channels) -> y (N, C_out, t), new_state, [new_age].
-    Weights are folded once at construction.
+    ``forward(x, state)`` (causal) or ``forward(x, state, age, end)`` (non-causal), with
+    ``cond`` appended for a conditioned model: x (N, C_in, t) (or NLC), state (N, C_max,
+    slots), age (N,) int64, end (N,) int64, cond (N, cond_channels) -> y (N, C_out, t),
+    new_state, [new_age, end]. ``end`` is -1 while a stream runs, else its length: the
+    frames from there on are masked to zero at every layer, which is how the last
+    ``stream_delay`` outputs are flushed (see the module docstring). Weights are folded once
+    at construction.
 
     ``model`` may also be a SequenceModel or LanguageModel with a TCN body (see
     :func:`step_body`); ``y`` is then what its ``step`` returns: (N, out_features, t) from a
@@ -181,27 +187,28 @@ class StepModule(_FrameIO):
     @property
     def input_names(self) -> list[str]:
         """The inputs ``forward`` takes, in order."""
-        return (["x", "state"] + ([] if self.causal else ["age"])
+        return (["x", "state"] + ([] if self.causal else ["age", "end"])
                 + (["cond"] if self.plan.cond_channels else []))
 
     @property
     def output_names(self) -> list[str]:
         """The outputs ``forward`` returns, in order."""
-        return ["y", "new_state"] + ([] if self.causal else ["new_age"])
+        return ["y", "new_state"] + ([] if self.causal else ["new_age", "new_end"])
 
     def zero_state(self, batch_size: int) -> tuple[torch.Tensor, ...]:
-        """``(state,)``, or ``(state, age)`` when non-causal: see :func:`initial_step_state`."""
+        """``(state,)``, or ``(state, age, end)`` when non-causal: see :func:`initial_step_state`."""
         state = torch.zeros(batch_size, self.plan.c_max, self.plan.slots,
                             dtype=self.state_dtype, device=self.state_device)
         if self.causal:
             return (state,)
-        return state, torch.zeros(batch_size, dtype=torch.long, device=self.state_device)
+        age = torch.zeros(batch_size, dtype=torch.long, device=self.state_device)
+        return state, age, torch.full_like(age, -1)
 
     def forward(self, x: torch.Tensor, state: torch.Tensor, *extra: torch.Tensor):
         names = self.input_names
         if len(extra) != len(names) - 2:
             raise TypeError(f"this step takes ({', '.join(names)}), got {2 + len(extra)} inputs")
-        age = None if self.causal else extra[0]
+        age, end = (None, None) if self.causal else extra[:2]
         cond = extra[-1] if self.plan.cond_channels else None
         plan = self.plan
         h = self._frames_in(x)
@@ -212,10 +219,12 @@ class StepModule(_FrameIO):
         if cond is not None:  # each unit's (gamma, beta), both (N, C_out, 1)
             terms = F.linear(cond, *plan.film).unsqueeze(-1)
             films = [part.chunk(2, 1) for part in terms.split(plan.film_rows, 1)]
-        if not self.causal:
+        if not self.causal:  # 0 <= a layer's input time < end (when ended), as streaming._masks
             frames = age[:, None] + torch.arange(t, device=x.device)[None, :]  # (N, t)
+            running = (end < 0)[:, None]
             for d in {0, plan.delay, *plan.mask_delays}:
-                masks[d] = (frames >= d).to(h.dtype)[:, None, :]
+                valid = (frames >= d) & (running | (frames - d < end[:, None]))
+                masks[d] = valid.to(h.dtype)[:, None, :]
 
         def window(line, inp):
             p, c = line.span, inp.shape[1]
@@ -226,7 +235,7 @@ class StepModule(_FrameIO):
             return win
 
         def unit(conv, inp, j):
-            if conv.line.in_delay:
+            if masks:  # every layer: after a stream's end its input is zero padding
                 inp = inp * masks[conv.line.in_delay]
             z = F.conv1d(window(conv.line, inp), conv.weight, conv.bias, dilation=conv.dilation)
             # channel dim -2 of (N, C, t), as streaming's (t, C, N) has it
@@ -257,7 +266,7 @@ class StepModule(_FrameIO):
         y = self._frames_out(h)
         if self.causal:
             return y, new_state
-        return y, new_state, age + t
+        return y, new_state, age + t, end
 
 
 class RecurrentStepModule(_FrameIO):
@@ -323,8 +332,8 @@ class RecurrentStepModule(_FrameIO):
 def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor, ...]:
     """Zero state for the exported step, in the model's dtype and device.
 
-    TCN body: ``(state,)`` for causal models, ``(state, age)`` otherwise; state
-    (N, C_max, slots), age (N,) int64. (A conditioned model's step also takes ``cond``,
+    TCN body: ``(state,)`` for causal models, ``(state, age, end)`` otherwise; state
+    (N, C_max, slots), age (N,) int64 zeros, end (N,) int64 -1 (the stream runs). (A conditioned model's step also takes ``cond``,
     which is the caller's, not state.) Recurrent body: ``(h,)`` or, for an LSTM, ``(h, c)``,
     each (N, num_layers, hidden_size)."""
     return step_module(model).zero_state(batch_size)
@@ -459,8 +468,8 @@ def export_torchscript(model: nn.Module, path) -> Path:
 def export_step_onnx(
     model: nn.Module, path, batch_size: int = 1, chunk: int = 1, opset: int = DEFAULT_OPSET
 ) -> Path:
-    """The streaming step as ONNX: inputs ``x``, ``state`` (and ``age``), outputs ``y``,
-    ``new_state`` (and ``new_age``), or for a recurrent body ``x``, ``h`` (, ``c``) ->
+    """The streaming step as ONNX: inputs ``x``, ``state`` (and ``age``, ``end``), outputs
+    ``y``, ``new_state`` (and ``new_age``, ``new_end``), or for a recurrent body ``x``, ``h`` (, ``c``) ->
     ``y``, ``new_h`` (, ``new_c``); see :func:`step_module`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
     step = step_module(model).eval()
