@@ -298,6 +298,36 @@ def test_step_export_refuses_what_it_cannot_stream(tmp_path):
     with pytest.raises(TypeError, match="use step_module"):
         StepModule(torchtcn.LSTM(1, 4))
     assert not (tmp_path / "x.onnx").exists()
+    with pytest.raises(TypeError, match="export takes a torchtcn model .* got str"):
+        export_torchscript("model", tmp_path / "x.pt")
+    step = step_module(TCN(1, [5, 4], kernel_size=3).eval())
+    with pytest.raises(ValueError, match=r"state must be \(N, 5, 12\) .* got shape \(2, 9, 19\)"):
+        step(torch.randn(2, 1, 1), torch.zeros(2, 9, 19))
+
+
+def test_a_step_module_moves_and_casts_its_folded_weights():
+    model = TCN(2, [6, 5], kernel_size=3, norm="batch").eval()
+    step = step_module(model).double()  # the folded convolutions followed (they are no buffers)
+    carried = list(initial_step_state(model.double(), 2))
+    assert carried[0].dtype == torch.float64
+    x = torch.randn(2, 2, 9, dtype=torch.float64)
+    outs = []
+    for i in range(9):
+        y, *carried = step(x[:, :, i : i + 1], *carried)
+        outs.append(y)
+    torch.testing.assert_close(torch.cat(outs, 2), model(x), rtol=0, atol=1e-12)
+
+
+def test_export_leaves_the_global_rng_and_the_models_warning_alone(tmp_path):
+    model = SequenceModel(TCN(1, [4], kernel_size=2), "last_step", 2)  # receptive field 3
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    export_torchscript(model, tmp_path / "m.pt")
+    export_onnx(model, tmp_path / "m.onnx")
+    torch.testing.assert_close(torch.rand(3), expected, rtol=0, atol=0)
+    with pytest.warns(torchtcn.ReceptiveFieldWarning):  # the trace's 16 frames did not use it up
+        model(torch.randn(2, 1, 50))
 
 
 def test_an_exported_step_is_a_snapshot_of_the_weights_and_leaves_the_model_mode_alone():

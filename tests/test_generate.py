@@ -113,4 +113,22 @@ def test_errors():
                 lambda logits: logits):  # logits, not tokens
         with pytest.raises(ValueError, match=r"sampler callable must map .* \(2,\) integer"):
             generate(lm, torch.zeros(2, 2, dtype=torch.long), 2, sample=bad)
+    # the last token is never fed back, so its range is checked where it is picked
+    with pytest.raises(ValueError, match=r"tokens in \[0, 13\) \(vocab_size\), found min 999"):
+        generate(lm, torch.zeros(2, 2, dtype=torch.long), 1,
+                 sample=lambda logits: torch.full((2,), 999))
+    with pytest.raises(TypeError, match=r"\(N, C\) tensor, found list"):
+        generate(TCN(2, [2]).eval(), torch.randn(1, 2, 3), 2, sample=lambda y: y.tolist())
+    with pytest.raises(ValueError, match="too small.*greedy"):
+        generate(lm, torch.zeros(1, 2, dtype=torch.long), 2, sample="multinomial",
+                 temperature=1e-320)
     assert torchtcn.generate is generate
+
+
+def test_a_tiny_temperature_samples_the_argmax():
+    # 1e-40 overflowed float32 logits / temperature to inf (torch then refused the probabilities)
+    lm = language_model()
+    prompt = torch.tensor([[1, 2], [3, 4]])
+    cold = generate(lm, prompt, 4, sample="multinomial", temperature=1e-40,
+                    generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(cold, generate(lm, prompt, 4), rtol=0, atol=0)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import streaming
+from .fused import tracing
 from .baselines import RecurrentBaseline
 from .model import TCN
 from .validation import as_int
@@ -55,6 +56,9 @@ DEFAULT_OPSET = 17
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module):
     """``model`` in eval mode inside the block (exports are inference), its mode restored."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"export takes a torchtcn model (TCN, LSTM, GRU, RNN, SequenceModel, "
+                        f"LanguageModel), got {type(model).__name__}")
     was_training = model.training
     model.eval()
     try:
@@ -177,8 +181,20 @@ class StepModule(_FrameIO):
             raise TypeError(f"StepModule streams a TCN body, got {type(body).__name__}: use "
                             "step_module(model), which picks RecurrentStepModule for it")
         super().__init__(model, body)
-        with _eval_mode(model):  # eval-mode norms, no dropout
-            self.plan = streaming.prepare(body)
+        # A private copy of the body, outside the module tree (its weights are not the step's
+        # parameters, and exports do not see it): .to() / .double() fold it again.
+        object.__setattr__(self, "_snapshot", copy.deepcopy(body).eval())
+        self.plan = streaming.prepare(self._snapshot)  # eval-mode norms, no dropout
+
+    def _apply(self, fn, *args, **kwargs):
+        """Move or cast the folded weights too (``.to(device)``, ``.double()``): they are plain
+        tensors in ``plan``, so fold the moved snapshot again."""
+        super()._apply(fn, *args, **kwargs)
+        self._snapshot._apply(fn, *args, **kwargs)
+        self.plan = streaming.prepare(self._snapshot)
+        p = next(self._snapshot.parameters())
+        self.state_dtype, self.state_device = p.dtype, p.device
+        return self
 
     @property
     def causal(self) -> bool:
@@ -208,6 +224,9 @@ class StepModule(_FrameIO):
         names = self.input_names
         if len(extra) != len(names) - 2:
             raise TypeError(f"this step takes ({', '.join(names)}), got {2 + len(extra)} inputs")
+        if not tracing() and tuple(state.shape[1:]) != (self.plan.c_max, self.plan.slots):
+            raise ValueError(f"state must be (N, {self.plan.c_max}, {self.plan.slots}) (from "
+                             f"initial_step_state), got shape {tuple(state.shape)}")
         age, end = (None, None) if self.causal else extra[:2]
         cond = extra[-1] if self.plan.cond_channels else None
         plan = self.plan
@@ -350,7 +369,12 @@ def _example_input(model, batch_size: int, length: int) -> torch.Tensor:
     shape = (batch_size, body.in_channels, length)
     if body.layout == "NLC":
         shape = (batch_size, length, body.in_channels)
-    return torch.randn(shape, dtype=p.dtype, device=p.device)
+    return torch.randn(shape, dtype=p.dtype, device=p.device, generator=_example_rng(p.device))
+
+
+def _example_rng(device) -> torch.Generator:
+    """A private generator for example inputs: an export must not move the caller's seeded RNG."""
+    return torch.Generator(device=device).manual_seed(0)
 
 
 def _example_cond(model, batch_size: int) -> tuple[torch.Tensor, ...]:
@@ -360,7 +384,8 @@ def _example_cond(model, batch_size: int) -> tuple[torch.Tensor, ...]:
     if not channels:
         return ()
     p = next(model.parameters())
-    return (torch.randn(batch_size, channels, dtype=p.dtype, device=p.device),)
+    return (torch.randn(batch_size, channels, dtype=p.dtype, device=p.device,
+                        generator=_example_rng(p.device)),)
 
 
 class _CondAsInput(nn.Module):

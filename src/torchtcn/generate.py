@@ -46,10 +46,20 @@ def _pick_token(logits, sample, temperature: float, generator) -> torch.Tensor:
                      if isinstance(token, torch.Tensor) else type(token).__name__)
             raise ValueError(f"a sampler callable must map (N, vocab) logits to (N,) = ({n},) "
                              f"integer tokens, found {found}")
+        vocab = logits.shape[1]
+        if token.numel() and (int(token.min()) < 0 or int(token.max()) >= vocab):
+            # (checked here, not by the next step's embedding: the last token is never fed)
+            raise ValueError(f"a sampler callable must return tokens in [0, {vocab}) "
+                             f"(vocab_size), found min {int(token.min())}, max {int(token.max())}")
         return token
     if sample == "greedy":
         return logits.argmax(dim=1)
-    probs = torch.softmax(logits.float() / temperature, dim=1)
+    # float64: a small temperature would overflow float32 logits / temperature to inf
+    scaled = logits.double() / temperature
+    if not torch.isfinite(scaled).all():
+        raise ValueError(f"temperature={temperature!r} is too small: logits / temperature "
+                         "overflow; use sample='greedy' (the limit of temperature -> 0)")
+    probs = torch.softmax(scaled, dim=1)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 
@@ -155,6 +165,9 @@ def _generate_frames(model, prompt, steps, sample, cond_kwargs: dict) -> torch.T
     for i in range(steps):
         y_last = y[:, -1, :] if outputs_nlc else y[:, :, -1]
         nxt = sample(y_last) if callable(sample) else y_last
+        if not isinstance(nxt, torch.Tensor):
+            raise TypeError(f"a sampler callable must map the (N, C) output to an (N, C) "
+                            f"tensor, found {type(nxt).__name__}")
         if nxt.shape != (n, in_channels):
             raise ValueError(
                 f"generating frames feeds each output back as input, so it needs outputs of "

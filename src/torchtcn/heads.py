@@ -215,7 +215,9 @@ class SequenceModel(_BodyField, nn.Module):
             h = h.transpose(1, 2)
         valid = None if lengths is None else self._valid_steps(lengths, h)
         if self.head.reads_last_step:
-            if not self._warned and h.shape[0]:  # (an empty batch has no step to check)
+            # (an empty batch has no step to check; an export's trace warns no user, and
+            # setting _warned there would silence the model's first real call)
+            if not self._warned and h.shape[0] and not tracing():
                 self._check_coverage(h.shape[2] if valid is None else int(valid.sum(1).max()))
             if valid is not None:  # the last valid step of each sequence
                 last = (valid.sum(1) - 1).view(-1, 1, 1).expand(-1, h.shape[1], 1)
