@@ -107,8 +107,7 @@ def test_overwrite_also_removes_the_earlier_result_and_plot(tmp_path, monkeypatc
     def die(self, resume=False):
         raise KeyboardInterrupt  # killed before anything new was written
     monkeypatch.setattr(Trainer, "fit", die)
-    with pytest.raises(KeyboardInterrupt):
-        _train(tmp_path, "epochs=1", "seed=3", "--overwrite")
+    assert _train(tmp_path, "epochs=1", "seed=3", "--overwrite") == 130
     assert not any((run / n).exists() for n in ("adding200-tcn.json", "curves.png", "best.ckpt",
                                                 "last.ckpt", "model.safetensors"))
 
@@ -362,6 +361,7 @@ def test_show_settings_prints_the_resolved_run_and_trains_nothing(tmp_path, caps
                for line in lines)  # data settings are described too
     assert any(line.startswith("kernel_size=8 ") and line.endswith("# convolution kernel size k")
                for line in lines)  # and model settings
+    assert any(line.startswith("#   norm=weight ") for line in lines)  # defaults the preset leaves
     # every printed line is a valid override, and feeding them all back gives the same run
     words = [line.split("  #")[0].strip() for line in lines if line and not line.startswith("#")]
     again = get_task("copy1000").resolve("tcn", parse_overrides(words))
@@ -443,11 +443,20 @@ def test_exit_code_says_how_the_run_ended(tmp_path, monkeypatch, capsys, reason,
     assert _train(tmp_path, "epochs=1") == code
 
 
-def test_a_results_dir_that_is_a_file_is_refused_before_training(tmp_path, capsys):
+@pytest.mark.parametrize("where", ["afile", "afile/below"])
+def test_an_unwritable_results_dir_is_refused_before_training(tmp_path, capsys, where):
     (tmp_path / "afile").write_text("")
-    assert _train(tmp_path, "epochs=1", "--results-dir", str(tmp_path / "afile")) == 2
-    assert "is a file; give a folder" in capsys.readouterr().err
+    assert _train(tmp_path, "epochs=1", "--results-dir", str(tmp_path / where)) == 2
+    err = capsys.readouterr().err
+    assert f"--results-dir: cannot write the result to {tmp_path / where}" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_overwrite_with_another_model_removes_the_earlier_models_result(tmp_path):
+    assert _train(tmp_path, "epochs=1") == 0
+    assert main(["train", "adding200", "--model", "gru", "--out", str(tmp_path / "run"), "--quiet",
+                 "--no-tensorboard", *TINY[:4], "hidden_size=4", "epochs=1", "--overwrite"]) == 0
+    assert sorted(p.name for p in (tmp_path / "run").glob("*.json")) == ["adding200-gru.json"]
 
 
 def test_eval_of_a_run_folder_that_never_validated_scores_last_ckpt(tmp_path, capsys):
@@ -461,6 +470,34 @@ def test_eval_of_a_run_folder_that_never_validated_scores_last_ckpt(tmp_path, ca
 def test_a_setting_given_as_flag_and_as_key_value_is_refused(tmp_path, capsys):
     assert _train(tmp_path, "epochs=5", "--epochs", "2") == 2
     assert "epochs given twice: as epochs=5 and as --epochs 2" in capsys.readouterr().err
+    assert main(["train", "series", "data=a.csv", "--data", "b.csv", "--show-settings"]) == 2
+    assert "data given twice: as data=a.csv and as --data b.csv" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("setting, message", [
+    ("seed=20000000000000", r"seed must be an int in [0, 2**32), got 20000000000000"),
+    ("seed=-1", r"seed must be an int in [0, 2**32), got -1"),
+    ("momentum=-1", "momentum must be a number >= 0, got -1.0"),
+    ("weight_decay=-0.1", "weight_decay must be a number >= 0, got -0.1"),
+])
+def test_trainer_settings_out_of_range_are_refused_before_anything_runs(tmp_path, capsys,
+                                                                       setting, message):
+    assert _train(tmp_path, setting, "--show-settings") == 2
+    assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("signal_name, code", [("SIGINT", 130), ("SIGTERM", 143)])
+def test_an_interrupt_exits_as_its_signal_without_a_traceback(tmp_path, monkeypatch, capsys,
+                                                             signal_name, code):
+    from torchtcn.interrupt import SecondSignal
+    from torchtcn.train import Trainer
+
+    def second_signal(self, resume=False):
+        raise SecondSignal(signal_name)
+    monkeypatch.setattr(Trainer, "fit", second_signal)
+    assert _train(tmp_path, "epochs=1") == code
+    err = capsys.readouterr().err
+    assert f"interrupted ({signal_name})" in err and "Traceback" not in err
 
 
 def test_summary_of_a_checkpoint(tmp_path, capsys):
@@ -468,6 +505,10 @@ def test_summary_of_a_checkpoint(tmp_path, capsys):
     capsys.readouterr()
     assert main(["summary", str(tmp_path / "run" / "best.ckpt")]) == 0
     assert "receptive field" in capsys.readouterr().out.lower()
+    # architecture flags beside a saved model would be ignored: refused instead
+    assert main(["summary", str(tmp_path / "run" / "best.ckpt"), "--channels", "5*2",
+                 "--kernel-size=9"]) == 2
+    assert "--channels, --kernel-size describe a TCN to build" in capsys.readouterr().err
 
 
 def test_sizes_the_machine_cannot_hold_are_an_error_not_a_traceback(tmp_path, capsys, monkeypatch):

@@ -308,6 +308,13 @@ def _agreement_worker(rank: int, world: int, port: int, outs: list, report: str)
         out["resume"] = "no error"
     except ValueError as e:
         out["resume"] = str(e)
+    # 3. a run folder only rank 0 can check (it writes the files): both refuse, neither trains
+    try:
+        Trainer(run.task, run.model, run.datasets, run.spec.train,
+                os.path.join(outs[0], "last.ckpt", "below"), ctx=ctx, quiet=True)
+        out["unwritable"] = "no error"
+    except ValueError as e:
+        out["unwritable"] = str(e)
     with open(f"{report}.{rank}", "w") as f:
         json.dump(out, f)
     D.cleanup(ctx)
@@ -331,6 +338,7 @@ def test_processes_agree_on_stopping_and_on_the_checkpoint_to_resume(tmp_path):
         assert r["limit"] == [3, False, "fake limit"]
     for rank, r in enumerate(reports):
         assert "last.ckpt exists for some processes and not for others" in r["resume"], (rank, r)
+        assert r["unwritable"].startswith("cannot write checkpoints to "), (rank, r)
 
 
 @pytest.mark.gpu

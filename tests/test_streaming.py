@@ -490,6 +490,17 @@ def test_bench_fp16_on_the_cpu_is_refused(capsys):
     assert "--amp fp16 needs a CUDA device" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("bench", ["stream", "train", "memory"])
+def test_bench_json_that_cannot_be_written_is_refused_before_the_run(bench, tmp_path, capsys):
+    from torchtcn.cli import main
+
+    (tmp_path / "afile").write_text("")
+    assert main(["bench", bench, "--json", str(tmp_path / "afile" / "x.json")]) == 2
+    assert f"--json: cannot write the results to {tmp_path / 'afile'}" in capsys.readouterr().err
+    assert main(["bench", bench, "--json", str(tmp_path)]) == 2
+    assert "is a folder; give a file name" in capsys.readouterr().err
+
+
 def test_model_converted_after_init_state_is_refolded():
     model = make(19, in_channels=1, channels=[3, 3], kernel_size=3, dtype=torch.float32)
     old = model.init_state(1)

@@ -194,11 +194,11 @@ def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_slots: int = 2,
     return (2 if averaged else 1) * model_bytes + optimizer_slots * param_bytes + (1 << 20)
 
 
-def check_output_dir(folder, need_bytes: int = 0) -> None:
+def check_output_dir(folder, need_bytes: int = 0, what: str = "checkpoints") -> None:
     """Fail at start-up, not after hours of training, when checkpoints cannot be written.
 
     Creates ``folder``, writes, fsyncs and removes a probe file there, and checks that the file
-    system has ``need_bytes`` free.
+    system has ``need_bytes`` free. ``what`` names the files meant for it in the message.
 
     Raises:
         ValueError: ``folder`` cannot be created or written (not a directory, permission
@@ -222,11 +222,11 @@ def check_output_dir(folder, need_bytes: int = 0) -> None:
             if probe.exists():
                 probe.unlink()
     except OSError as e:
-        raise ValueError(f"cannot write checkpoints to {folder}: {e.strerror or e}") from None
+        raise ValueError(f"cannot write {what} to {folder}: {e.strerror or e}") from None
     free = shutil.disk_usage(folder).free
     if free < need_bytes:
         raise ValueError(
-            f"{folder} has {free:,} bytes free, but this run's checkpoints need about "
+            f"{folder} has {free:,} bytes free, but this run's {what} need about "
             f"{need_bytes:,}: free some space or choose another output folder"
         )
 

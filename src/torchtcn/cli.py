@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
 
 # Sub-command modules, in the order ``torchtcn --help`` lists them.
@@ -61,6 +62,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"torchtcn {args.command}: error: out of memory ({e or 'MemoryError'}); use "
               "smaller settings", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as e:
+        # Ctrl-C outside a training step, or a second signal during one: no traceback; the
+        # shell's 128 + signal number. (A training run's checkpoints are written atomically:
+        # its last.ckpt is the last complete one, and --resume continues from it.)
+        name = getattr(e, "signal_name", "SIGINT")
+        print(f"torchtcn {args.command}: interrupted ({name})", file=sys.stderr)
+        return 128 + signal.Signals[name].value
 
 
 if __name__ == "__main__":

@@ -306,6 +306,26 @@ def agree(value, ctx: DistributedContext) -> bool:
     return not any_true(broadcast_object(value, ctx) != value, ctx)
 
 
+def check_on_main(check, ctx: DistributedContext) -> None:
+    """Run ``check()`` on the main process and raise its ``ValueError`` on every process.
+
+    For start-up checks only rank 0 can make (it alone writes files): the other ranks would
+    otherwise go on into training and die in a collective once rank 0 has left.
+
+    Example:
+        >>> check_on_main(lambda: None, DistributedContext())  # passes: nothing raised
+    """
+    error = None
+    if ctx.is_main:
+        try:
+            check()
+        except ValueError as e:
+            error = str(e)
+    error = broadcast_object(error, ctx)
+    if error is not None:
+        raise ValueError(error)
+
+
 def seed_step(seed: int, step: int, ctx: DistributedContext) -> None:
     """Seed torch (CPU and CUDA) from ``(seed, step, rank)`` before a training step.
 

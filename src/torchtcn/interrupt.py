@@ -4,7 +4,8 @@ A killed run loses at most the steps since its last checkpoint; a *signalled* on
 nothing. While :class:`GracefulStop` is active, the first SIGINT or SIGTERM only records the
 signal; the trainer sees it before its next step, writes ``last.ckpt`` at that step boundary
 (so ``--resume`` continues exactly), tests the best model and writes its results marked
-``complete: false``. A second signal interrupts at once (KeyboardInterrupt). torchrun forwards SIGTERM
+``complete: false``. A second signal interrupts at once (:class:`SecondSignal`, a
+KeyboardInterrupt: the command exits as that signal). torchrun forwards SIGTERM
 to every worker, and the trainer's stop vote keeps the processes in step.
 """
 
@@ -13,9 +14,18 @@ from __future__ import annotations
 import signal
 import threading
 
-__all__ = ["GracefulStop"]
+__all__ = ["GracefulStop", "SecondSignal"]
 
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class SecondSignal(KeyboardInterrupt):
+    """A second SIGINT / SIGTERM inside :class:`GracefulStop`: stop at once. ``signal_name``
+    says which, so the command exits as that signal's 128 + number."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
 
 
 class GracefulStop:
@@ -38,7 +48,7 @@ class GracefulStop:
 
     def _handle(self, signum, frame):
         if self.requested is not None:
-            raise KeyboardInterrupt  # a second signal: the user does not want to wait
+            raise SecondSignal(signal.Signals(signum).name)  # the user does not want to wait
         self.requested = signal.Signals(signum).name
 
     def __enter__(self) -> GracefulStop:

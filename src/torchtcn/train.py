@@ -119,6 +119,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"{name} must be an int >= 0, got {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+            # (each epoch's data order is seeded from seed * 1_000_003 + epoch, within int64)
+            raise ValueError(f"seed must be an int in [0, 2**32), got {self.seed!r}")
+        for name in ("momentum", "weight_decay"):
+            value = getattr(self, name)
+            if not (value >= 0 and math.isfinite(value)):
+                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
         if not 0.0 < self.lr_factor < 1.0:
             raise ValueError(f"lr_factor must be in (0, 1), got {self.lr_factor!r}")
         if self.optimizer not in OPTIMIZERS:
@@ -269,14 +276,15 @@ class Trainer:
         self._clock: tuple[float, float, float] | None = None  # see _tick
         self._stop: GracefulStop | None = None  # set while fit() runs
         self.writer = None
-        if self.out_dir is not None and self.is_main:
+        if self.out_dir is not None:
             from .checkpoint import check_output_dir, estimate_checkpoint_bytes
 
-            # Unwritable or full: fail now, before any work can be lost. Room for last.ckpt,
-            # best.ckpt, the temporary copy of an atomic write, and model.safetensors.
-            check_output_dir(self.out_dir, 4 * estimate_checkpoint_bytes(
-                self.model, averaged=self.ema is not None))
-            self.writer = M.MetricsWriter(self.out_dir, use_tensorboard=use_tensorboard)
+            # Unwritable or full: fail now (on every process), before any work can be lost.
+            # Room for last.ckpt, best.ckpt, an atomic write's temporary copy, model.safetensors.
+            need = 4 * estimate_checkpoint_bytes(self.model, averaged=self.ema is not None)
+            D.check_on_main(lambda: check_output_dir(self.out_dir, need), self.ctx)
+            if self.is_main:
+                self.writer = M.MetricsWriter(self.out_dir, use_tensorboard=use_tensorboard)
 
     @property
     def eval_model(self) -> nn.Module:

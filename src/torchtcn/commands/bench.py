@@ -41,9 +41,25 @@ def _runner(module: str):
 
             # a clear error before anything is built; "auto" becomes the device it means
             args.device = str(resolve_device(args.device))
+        if getattr(args, "json", None):  # written at the end: an unwritable path fails now
+            _check_json_path(args.json)
         return importlib.import_module(module).run(args)
 
     return run
+
+
+def _check_json_path(path: str) -> None:
+    from pathlib import Path
+
+    from ..checkpoint import check_output_dir
+
+    target = Path(path)
+    if target.is_dir():
+        raise ValueError(f"--json {path} is a folder; give a file name")
+    try:
+        check_output_dir(target.parent, what="the results")
+    except ValueError as e:
+        raise ValueError(f"--json: {e}") from None
 
 
 def _missing(name: str):

@@ -26,7 +26,18 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
+def _architecture_flags_given(args: argparse.Namespace) -> list[str]:
+    import dataclasses
+
+    names = {f"--{f.name.replace('_', '-')}" for f in dataclasses.fields(TCNConfig)}
+    return [a.split("=", 1)[0] for a in getattr(args, "argv", []) if a.split("=", 1)[0] in names]
+
+
 def run(args: argparse.Namespace) -> int:
+    given = _architecture_flags_given(args) if args.path else []
+    if given:  # a saved model has its own architecture: the flags would be silently ignored
+        raise ValueError(f"{', '.join(given)} describe a TCN to build, but PATH {args.path} is a "
+                         "saved model with its own architecture: give PATH or the flags, not both")
     if args.path and str(args.path).endswith(".ckpt"):
         from ..checkpoint import load_checkpoint
 

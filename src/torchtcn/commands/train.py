@@ -160,9 +160,14 @@ def format_settings(spec) -> str:
                 for k, v in settings.items()]
 
     d = spec.to_dict()
+    task = get_task(d["task"])
+    model_help = task.model_help(d["model"])
+    unset = {k: v for k, v in task.model_defaults(d["model"]).items() if k not in d["model_kwargs"]}
+    defaults = ["# model settings the preset leaves at their defaults (override as key=value):",
+                *(f"#   {line}" for line in described(unset, model_help))] if unset else []
     return "\n".join([f"# {d['task']} / {d['model']}", "# trainer", *described(d["train"], helps),
                       "# data", *described(d["data"], DATA_HELP),
-                      "# model", *described(d["model_kwargs"], get_task(d["task"]).model_help(d["model"]))])
+                      "# model", *described(d["model_kwargs"], model_help), *defaults])
 
 
 def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None, out=None,
@@ -176,14 +181,15 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
     ``download``, missing data of the task is fetched (:func:`torchtcn.data.download.download`)
     and the run built again.
     """
+    from .. import distributed as D
     from ..report import make_result, write_result
     from ..summary import count_parameters
     from ..tasks import build_run, get_task
     from ..train import Trainer, hardware_description
 
     spec = get_task(task).resolve(model, overrides, **train_overrides)  # bad settings first
-    if results_dir is not None and Path(results_dir).exists() and not Path(results_dir).is_dir():
-        raise ValueError(f"--results-dir {results_dir} is a file; give a folder for the result")
+    if results_dir is not None:  # written after training: unwritable must fail now
+        D.check_on_main(lambda: _check_results_dir(results_dir), ctx or D.DistributedContext())
     if resume and overwrite:
         raise ValueError("--resume continues the run in the folder and --overwrite starts it "
                          "over: give one of them")
@@ -218,8 +224,8 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
                       ctx=ctx, quiet=quiet, use_tensorboard=use_tensorboard)
     if held and overwrite and not resume and trainer.is_main:
         # only now that the new run is built: a bad setting or missing data keeps the old one
-        old_outputs = ("model.safetensors", f"{task}-{model}.json", "curves.png")
-        stale = held + [n for n in old_outputs if (out / n).exists()]
+        old_outputs = ("model.safetensors", "curves.png")
+        stale = held + [n for n in old_outputs if (out / n).exists()] + _earlier_results(out)
         for name in stale:
             (out / name).unlink()
         logger.info("--overwrite: removed the earlier run's %s", ", ".join(stale))
@@ -230,6 +236,25 @@ def train_one(task: str, model: str, overrides: dict[str, str], *, data_dir=None
         if results_dir is not None:
             write_result(record, results_dir)
     return record, out
+
+
+def _check_results_dir(folder) -> None:
+    from ..checkpoint import check_output_dir
+
+    try:
+        check_output_dir(folder, what="the result")
+    except ValueError as e:
+        raise ValueError(f"--results-dir: {e}") from None
+
+
+def _earlier_results(out: Path) -> list[str]:
+    """The result files (``<task>-<model>.json``) in run folder ``out``, of any task and model:
+    an --overwrite run may train another model into the same folder."""
+    from ..registry import available_models
+    from ..tasks import available_tasks
+
+    names = {f"{t}-{m}.json" for t in available_tasks() for m in available_models()}
+    return sorted(p.name for p in out.glob("*-*.json") if p.name in names)
 
 
 def data_path(value: str, data_dir=None) -> str:
@@ -266,6 +291,9 @@ def _run(args: argparse.Namespace) -> int:
 
     overrides = parse_overrides(args.overrides)
     if args.data is not None:
+        if "data" in overrides:
+            raise ValueError(f"data given twice: as data={overrides['data']} and as --data "
+                             f"{args.data}; give it once")
         overrides["data"] = args.data
     if overrides.get("data") is not None:
         overrides["data"] = data_path(overrides["data"], args.data_dir)

@@ -277,6 +277,19 @@ class Task:
             out.update(LM_HELP)
         return out
 
+    def model_defaults(self, model: str) -> dict[str, Any]:
+        """The default of every settable key of body ``model`` that has one (what a key the
+        preset leaves unset builds with).
+
+        Example:
+            >>> from torchtcn.tasks import get_task
+            >>> get_task("adding200").model_defaults("tcn")["norm"]
+            'weight'
+        """
+        keys = self.model_keys(model)
+        return {f.name: f.default for f in dataclasses.fields(get_model_class(model).config_class)
+                if f.name in keys and f.default is not dataclasses.MISSING}
+
     def resolve(self, model: str, overrides: dict[str, str] | None = None, **train_overrides) -> RunSpec:
         """The run's settings: trainer defaults < task preset < model preset < overrides.
 
