@@ -43,8 +43,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from . import streaming
-from .fused import tracing
 from .baselines import RecurrentBaseline
+from .fused import tracing
 from .model import TCN
 from .validation import as_int
 
@@ -352,8 +352,8 @@ def initial_step_state(model: nn.Module, batch_size: int) -> tuple[torch.Tensor,
     """Zero state for the exported step, in the model's dtype and device.
 
     TCN body: ``(state,)`` for causal models, ``(state, age, end)`` otherwise; state
-    (N, C_max, slots), age (N,) int64 zeros, end (N,) int64 -1 (the stream runs). (A conditioned model's step also takes ``cond``,
-    which is the caller's, not state.) Recurrent body: ``(h,)`` or, for an LSTM, ``(h, c)``,
+    (N, C_max, slots), age (N,) int64 zeros, end (N,) int64 -1 (the stream runs). (A
+    conditioned model's step also takes ``cond``, which is the caller's, not state.) Recurrent body: ``(h,)`` or, for an LSTM, ``(h, c)``,
     each (N, num_layers, hidden_size)."""
     return step_module(model).zero_state(batch_size)
 
@@ -494,8 +494,8 @@ def export_step_onnx(
     model: nn.Module, path, batch_size: int = 1, chunk: int = 1, opset: int = DEFAULT_OPSET
 ) -> Path:
     """The streaming step as ONNX: inputs ``x``, ``state`` (and ``age``, ``end``), outputs
-    ``y``, ``new_state`` (and ``new_age``, ``new_end``), or for a recurrent body ``x``, ``h`` (, ``c``) ->
-    ``y``, ``new_h`` (, ``new_c``); see :func:`step_module`. Batch is dynamic; the chunk
+    ``y``, ``new_state`` (and ``new_age``, ``new_end``), or for a recurrent body ``x``, ``h``
+    (, ``c``) -> ``y``, ``new_h`` (, ``new_c``); see :func:`step_module`. Batch is dynamic; the chunk
     length is dynamic for causal models and fixed to ``chunk`` for non-causal ones."""
     step = step_module(model).eval()
     example = _step_example(step, model, batch_size, chunk)
