@@ -86,7 +86,9 @@ def test_power_dilations_within_reach_have_no_blind_spots(k, blocks, base):
 @pytest.mark.parametrize(
     "k, dilations, causal",
     [(2, [1, 4], True), (2, [1, 4, 16], False), (3, [1, 7, 2], True), (2, [3, 1], True),
-     (4, [1, 2, 4], True), (2, [2, 2], False)],
+     (4, [1, 2, 4], True), (2, [2, 2], False),
+     # odd (k - 1) * d, d > 1, non-causal: the residual path reaches lags no tap sum does
+     (2, [2, 5], False), (2, [3, 7], False), (4, [3, 1, 9], False), (2, [5, 3], False)],
 )
 def test_blind_spots_are_the_holes_a_gradient_probe_finds(k, dilations, causal):
     import warnings

@@ -207,13 +207,17 @@ def blind_spots(
         return []
     # Bit l of ``seen`` is set when some path reaches causal lag l: each convolution adds one
     # of its taps' lags (a Minkowski sum, done as shifts of a Python int used as a bitset).
+    # A block's residual path adds real lag 0, which is causal lag "the block's lookahead":
+    # a tap when causal, but not when an odd (k - 1) * d splits its padding unevenly.
     seen = 1
     for d in dilations:
+        before = seen
         for _ in range(convs_per_block):
             reached = 0
             for m in range(kernel_size):
                 reached |= seen << (m * d)
             seen = reached
+        seen |= before << (convs_per_block * conv_padding(kernel_size, d, causal)[1])
     rf = receptive_field(kernel_size, dilations, convs_per_block)
     if seen == (1 << rf) - 1:
         return []
