@@ -316,6 +316,24 @@ def test_hooks_and_inference_take_the_module_path(fused_calls):
     assert len(fused_calls) == len(model.blocks) - 1
 
 
+def test_backward_hooks_take_the_module_path_and_fire(fused_calls):
+    import torch.nn.modules.module as module_globals
+
+    model = make()
+    fired = []
+    model.blocks[0].unit1.conv.register_full_backward_hook(lambda m, gi, go: fired.append("b"))
+    model.blocks[1].unit2.register_full_backward_pre_hook(lambda m, go: fired.append("pre"))
+    model(input_for(model)).sum().backward()
+    assert sorted(fired) == ["b", "pre"] and len(fused_calls) == len(model.blocks) - 2
+    fresh = make()
+    handle = module_globals.register_module_full_backward_hook(lambda m, gi, go: None)
+    try:
+        fresh(input_for(fresh)).sum().backward()
+    finally:
+        handle.remove()
+    assert len(fused_calls) == len(model.blocks) - 2  # a global hook: no block fused
+
+
 @pytest.mark.parametrize("norm", ["batch", "layer"])
 def test_other_norms_use_module_path(norm, fused_calls):
     model = make(norm=norm)
@@ -504,6 +522,20 @@ def test_autocast_leaves_a_float64_model_in_float64():
         got = model(x)
     assert got.dtype == torch.float64
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def test_autocast_keeps_a_float32_identity_residual_in_float32(fused_calls):
+    """Same-width blocks on a float32 input: the module path's residual sum is float32 (the
+    convs' bf16 output promoted), so its output is float32; the fused node rounded the
+    residual to bf16 and returned bf16 (off by 5.7e-3)."""
+    model = TCN(4, [4, 4], kernel_size=3).train()
+    x = torch.randn(2, 4, 40)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = model(x)
+        with fused.disabled():
+            want = model(x)
+    assert got.dtype == want.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
 
 
 @pytest.mark.gpu

@@ -385,6 +385,11 @@ class ResidualBlock(nn.Module):
             return None
         if _has_hooks(self):
             return None
+        if (down is None and x.dtype == torch.float32
+                and fused.autocast_enabled(x.device.type)):
+            # the module path adds a float32 identity residual to the autocast convs' output
+            # in float32; the fused node computes in one dtype and would round it
+            return None
         (p1, ch1), (p2, ch2) = (_dropout_of(u.dropout) for u in units)
         if p1 is None or p2 is None:
             return None
@@ -470,9 +475,11 @@ def _dropout_of(module: nn.Module) -> tuple[float | None, bool]:
 def _has_hooks(block: nn.Module) -> bool:
     # the fused path skips the submodules' __call__, so any hook there must see the module path
     g = _module_globals
-    if g._global_forward_hooks or g._global_forward_pre_hooks:
+    if (g._global_forward_hooks or g._global_forward_pre_hooks or g._global_backward_hooks
+            or g._global_backward_pre_hooks):
         return True
     for m in block.modules():
-        if m is not block and (m._forward_hooks or m._forward_pre_hooks):
+        if m is not block and (m._forward_hooks or m._forward_pre_hooks or m._backward_hooks
+                               or m._backward_pre_hooks):
             return True
     return False
