@@ -188,3 +188,37 @@ def test_a_model_of_mixed_float_dtypes_loads_each_tensor_exactly(tmp_path):
     want, got = model.state_dict(), loaded.state_dict()
     for key, value in want.items():
         assert got[key].dtype == value.dtype and torch.equal(got[key], value), key
+
+
+@pytest.mark.parametrize("norm", ["weight", "batch", None])
+def test_whole_module_pickling_round_trips(norm):
+    """torch.save(model) works although torch refuses to pickle weight-norm parametrizations:
+    same outputs, dtype, frozen parameters and train/eval modes; no draw from the RNG."""
+    import copy
+    import io
+    import pickle
+
+    body = torchtcn.TCN(2, [4, 4], kernel_size=3, norm=norm)
+    model = torchtcn.SequenceModel(body, head="per_step", out_features=3).double()
+    model.body.blocks[0].requires_grad_(False)
+    model.eval()
+    model.body.blocks[1].train()
+    buffer = io.BytesIO()
+    torch.save(model, buffer)
+    buffer.seek(0)
+    rng = torch.get_rng_state()
+    loaded = torch.load(buffer, weights_only=False)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert [n for n, p in loaded.named_parameters() if not p.requires_grad] == \
+        [n for n, p in model.named_parameters() if not p.requires_grad]
+    assert {n: m.training for n, m in loaded.named_modules()} == \
+        {n: m.training for n, m in model.named_modules()}
+    model.eval(), loaded.eval()
+    x = torch.randn(2, 2, 16, dtype=torch.float64)
+    assert torch.equal(loaded(x), model(x))
+    assert torch.equal(pickle.loads(pickle.dumps(body)).eval()(x), body(x))
+    # deepcopy is torch's own: it keeps hooks
+    calls = []
+    body.register_forward_hook(lambda *args: calls.append(1))
+    copy.deepcopy(body)(x)
+    assert calls == [1]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import warnings
 from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from . import receptive_field as rf
 from .layers import (ACTIVATIONS, DROPOUT_KINDS, GATES, INIT_SCOPES, NORMS, ResidualBlock,
@@ -255,6 +258,29 @@ class TCN(ConfiguredModel, nn.Module):
             self.skips = None
             self.skip_activation = None
 
+    # -- pickling ---------------------------------------------------------------------------
+    def __reduce_ex__(self, protocol):
+        """Pickle as config + weights: torch refuses to pickle weight-norm parametrized convs.
+
+        ``torch.save(model)`` / ``pickle`` / multiprocessing then work for every ``norm``. The
+        copy keeps the weights (device and dtype included), which parameters are frozen and
+        each submodule's train/eval mode; hooks and ``.grad`` are not carried (``save`` /
+        ``load`` remain the safe format: no pickle on load).
+        """
+        if not any(parametrize.is_parametrized(m) for m in self.modules()):
+            return super().__reduce_ex__(protocol)
+        frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
+        modes = {name: m.training for name, m in self.named_modules()}
+        return (_unpickle_tcn, (type(self), self.config, self.state_dict(), frozen, modes))
+
+    def __deepcopy__(self, memo):
+        # copy.deepcopy keeps torch's own semantics (hooks, grads, attributes): it copies
+        # the instance dict, as it would without the __reduce_ex__ above.
+        clone = type(self).__new__(type(self))
+        memo[id(self)] = clone
+        clone.__setstate__(copy.deepcopy(dict(self.__dict__), memo))
+        return clone
+
     # -- facts about the architecture -----------------------------------------------------
     @property
     def out_channels(self) -> int:
@@ -359,3 +385,18 @@ class TCN(ConfiguredModel, nn.Module):
             f"receptive_field={self.receptive_field}, causal={c.causal}"
             + (f", cond_channels={c.cond_channels}" if c.cond_channels else "")
         )
+
+
+def _unpickle_tcn(cls, config, state, frozen, modes):
+    """Rebuild a pickled :class:`TCN`: built on the meta device (no init, no RNG draw, no
+    second blind-spot warning), then the pickled tensors are assigned as its weights."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        model = cls.from_config(config)
+    model.load_state_dict(state, assign=True)
+    for name in frozen:
+        model.get_parameter(name).requires_grad_(False)
+    for name, module in model.named_modules():
+        module.training = modes.get(name, module.training)
+    return model
+
