@@ -260,6 +260,13 @@ def test_bad_constructor_arguments(kwargs, match):
         assert repr(bad_value) in str(info.value) or str(bad_value) in str(info.value)
 
 
+@pytest.mark.parametrize("name, value", [("init_std", "0.01"), ("init_std", True),
+                                         ("dropout", "0.1"), ("kernel_size", "3")])
+def test_a_wrongly_typed_argument_is_a_type_error(name, value):
+    with pytest.raises(TypeError, match=f"{name} must be"):
+        TCN(in_channels=3, channels=[4, 4], **{name: value})
+
+
 @pytest.mark.parametrize(
     "x,error,match",
     [

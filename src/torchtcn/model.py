@@ -127,12 +127,12 @@ class TCNConfig:
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         object.__setattr__(self, "cond_channels",
                            as_int("cond_channels (0: no conditioning)", self.cond_channels, minimum=0))
-        if self.init_std is not None and (
-            isinstance(self.init_std, bool)
-            or not isinstance(self.init_std, (int, float))
-            or not 0 < self.init_std < math.inf  # NaN fails both comparisons
-        ):
-            raise ValueError(f"init_std must be a positive float or None, got {self.init_std!r}")
+        if self.init_std is not None:
+            if isinstance(self.init_std, bool) or not isinstance(self.init_std, (int, float)):
+                raise TypeError(f"init_std must be a positive float or None, got "
+                                f"{type(self.init_std).__name__} {self.init_std!r}")
+            if not 0 < self.init_std < math.inf:  # NaN fails both comparisons
+                raise ValueError(f"init_std must be a positive float or None, got {self.init_std!r}")
 
     @property
     def resolved_dilations(self) -> tuple[int, ...]:
