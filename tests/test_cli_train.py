@@ -509,6 +509,10 @@ def test_summary_of_a_checkpoint(tmp_path, capsys):
     assert main(["summary", str(tmp_path / "run" / "best.ckpt"), "--channels", "5*2",
                  "--kernel-size=9"]) == 2
     assert "--channels, --kernel-size describe a TCN to build" in capsys.readouterr().err
+    # an abbreviated flag is not a way around that check
+    with pytest.raises(SystemExit):
+        main(["summary", str(tmp_path / "run" / "best.ckpt"), "--kernel", "9"])
+    assert "unrecognized arguments: --kernel" in capsys.readouterr().err
 
 
 def test_sizes_the_machine_cannot_hold_are_an_error_not_a_traceback(tmp_path, capsys, monkeypatch):

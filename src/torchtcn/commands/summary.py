@@ -16,6 +16,7 @@ def add_parser(sub) -> None:
         help="per-block table (channels, dilation, receptive field, parameters)",
         description="Summarise a saved model (PATH) or a TCN built from the options, e.g. "
         "torchtcn summary --in-channels 1 --channels 25*8 --kernel-size 7",
+        allow_abbrev=False,  # run() spots architecture flags beside PATH by their full names
     )
     p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors) or "
                    "a training checkpoint (.ckpt)")
