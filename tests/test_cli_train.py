@@ -251,6 +251,33 @@ def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys, monkeypatch)
     assert ckpt.read_bytes() == broken
 
 
+@pytest.mark.parametrize("change, match", [
+    ({"trainer": [1]}, "does not record its task"),
+    ({"trainer": {"run": "x"}}, "does not record its task"),
+    ({"run.train": "x"}, "run.train must be an object, found str"),
+    ({"run.data": [1]}, "run.data must be an object, found list"),
+])
+def test_eval_of_a_checkpoint_with_a_malformed_run_record(tmp_path, capsys, change, match):
+    from safetensors.torch import load_file, save_file
+
+    from torchtcn.checkpoint import CHECKPOINT_KEY, read_checkpoint_state
+
+    assert _train(tmp_path, "epochs=1") == 0
+    good = tmp_path / "run" / "best.ckpt"
+    doc = read_checkpoint_state(good)
+    for key, value in change.items():
+        if key.startswith("run."):
+            doc["trainer"]["run"][key[4:]] = value
+        else:
+            doc[key] = value
+    bad = tmp_path / "bad.ckpt"
+    save_file(load_file(str(good)), str(bad), metadata={CHECKPOINT_KEY: json.dumps(doc)})
+    capsys.readouterr()
+    assert main(["eval", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "bad.ckpt" in err and match in err and "Traceback" not in err
+
+
 def test_eval_and_resume_give_a_data_setting_added_since_the_checkpoint_its_preset_value(tmp_path, monkeypatch, capsys):
     from torchtcn.tasks import get_task
 

@@ -161,3 +161,74 @@ def test_adding_is_judged_and_plotted_on_the_last_3_mean():
     one_epoch = _record("adding600", "tcn", 4e-5, epochs=1, planned=1)  # last-1 "mean" = value
     assert R._verdict(one_epoch) == "yes"
     assert R.compared_value(_record("jsb", "tcn", 8.3)) == 8.3
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("higher_is_better", "false", "higher_is_better must be bool, found str 'false'"),
+    ("complete", 0, "complete must be bool, found int 0"),
+    ("value", "8.2", "value must be int or float or null, found str"),
+    ("params", None, "params must be int, found NoneType"),
+    ("epochs", True, "epochs must be int, found bool"),
+    ("wall_seconds", None, "wall_seconds must be int or float, found NoneType"),
+    ("task", None, "task must be str, found NoneType"),
+    ("history", "abc", "history must be list or null"),
+    ("history", [{"epoch": 1}, {"loss": 1.0}], r"history\[1\] must be an object with an int 'epoch'"),
+])
+def test_a_result_key_of_the_wrong_type_is_refused_naming_the_file(tmp_path, key, value, match):
+    rec = json.loads(R.write_result(_record("jsb", "lstm", 8.3), tmp_path).read_text())
+    rec[key] = value
+    (tmp_path / "jsb-lstm.json").write_text(json.dumps(rec))
+    with pytest.raises(ValueError, match="jsb-lstm.json: " + match):
+        R.load_results(tmp_path)
+
+
+@pytest.mark.parametrize("constant", ["Infinity", "-Infinity", "NaN"])
+def test_a_non_finite_number_in_a_result_file_is_refused(tmp_path, constant):
+    path = R.write_result(_record("jsb", "lstm", 8.3), tmp_path)
+    path.write_text(path.read_text().replace('"value": 8.3', f'"value": {constant}'))
+    with pytest.raises(ValueError, match=f"jsb-lstm.json: .*non-finite number {constant}"):
+        R.load_results(tmp_path)
+
+
+def test_a_result_file_must_be_named_after_its_run(tmp_path):
+    path = R.write_result(_record("jsb", "tcn", 8.2), tmp_path)
+    (tmp_path / "jsb-tcn.seed2.json").write_text(path.read_text())  # a second jsb/tcn row
+    with pytest.raises(ValueError, match="jsb-tcn.seed2.json: holds the result of jsb / tcn, "
+                                         "whose file is jsb-tcn.json"):
+        R.load_results(tmp_path)
+    (tmp_path / "jsb-tcn.seed2.json").unlink()
+    (tmp_path / "._jsb-tcn.json").write_bytes(b"\x00\x05\x16\x07\xa3")  # macOS metadata: skipped
+    assert [r["model"] for r in R.load_results(tmp_path)] == ["tcn"]
+    (tmp_path / "odd.json").write_bytes(b"\xa3\xff")
+    with pytest.raises(ValueError, match="odd.json: not a JSON result file"):
+        R.load_results(tmp_path)
+
+
+def test_plots_link_relative_to_the_report_and_tolerate_uneven_history(tmp_path):
+    results = tmp_path / "results"
+    rec = _record("jsb", "tcn", 8.2, epochs=4, planned=4)
+    for entry in rec["history"][2:]:
+        del entry["test_nll_per_frame"]  # a run whose later epochs skipped the test pass
+    R.write_result(rec, results)
+    text = R.write_report(results, tmp_path / "a" / "docs" / "b.md", tmp_path / "a" / "plots")
+    assert "![comparison](../plots/comparison.png)" in text
+    assert (tmp_path / "a" / "plots" / "curves-jsb-tcn.png").exists()
+    assert "## Plots" not in R.write_report(results, None, None)  # no plots dir: no plots
+
+
+def test_report_cli_print_only_writes_nothing_and_a_missing_notes_file_writes_nothing(
+        tmp_path, monkeypatch, capsys):
+    from torchtcn.cli import main
+
+    results = tmp_path / "results"
+    R.write_result(_record("jsb", "tcn", 8.2), results)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--results-dir", str(results), "--out", "-"]) == 0
+    assert "| jsb |" in capsys.readouterr().out
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert main(["report", "--results-dir", str(results), "--out", "r/b.md", "--notes", "nope.md"]) == 2
+    assert "nope.md" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]
+    assert main(["report", "--results-dir", str(results), "--out", "r/b.md"]) == 0
+    assert (tmp_path / "r" / "b" / "comparison.png").exists()  # plots beside the report
+    assert "![comparison](b/comparison.png)" in (tmp_path / "r" / "b.md").read_text()

@@ -18,6 +18,7 @@ import datetime
 import json
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -99,15 +100,65 @@ def write_result(record: dict[str, Any], results_dir) -> Path:
     return path
 
 
+#: the type each result key must have (a real number may also be null: a run without a test value)
+_REAL = (int, float)
+KEY_TYPES: dict[str, tuple[tuple[type, ...], bool]] = {  # key: (types, null allowed)
+    "task": ((str,), False), "model": ((str,), False), "metric": ((str,), False),
+    "hardware": ((str,), False), "value": (_REAL, True), "paper_tcn": (_REAL, True),
+    "paper_model": (_REAL, True), "wall_seconds": (_REAL, False),
+    "higher_is_better": ((bool,), False), "complete": ((bool,), False),
+    "epochs": ((int,), False), "params": ((int,), False), "seed": ((int,), False),
+    "epochs_planned": ((int,), False), "history": ((list,), True),
+}
+
+
+def _refuse_non_finite(constant: str):
+    raise ValueError(f"the non-finite number {constant} (result files hold null instead)")
+
+
+def _read_result(path: Path) -> dict[str, Any]:
+    """One result file, checked: JSON, an object, the required keys with the right types,
+    and named as its content says (``<task>-<model>.json``)."""
+    try:
+        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_non_finite)
+    except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
+        raise ValueError(f"{path}: not a JSON result file ({e})") from None
+    if not isinstance(rec, dict):
+        raise ValueError(f"{path}: a result file holds a JSON object, found {type(rec).__name__}")
+    missing = [k for k in REQUIRED_KEYS if k not in rec]
+    if missing:
+        raise ValueError(f"{path}: result file lacks {missing}")
+    for key, (types, nullable) in KEY_TYPES.items():
+        if key not in rec or (rec[key] is None and nullable):
+            continue
+        value = rec[key]
+        # bool is an int to Python, not to a result file
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            want = " or ".join(t.__name__ for t in types) + (" or null" if nullable else "")
+            raise ValueError(f"{path}: {key} must be {want}, found {type(value).__name__} {value!r}")
+    for i, entry in enumerate(rec.get("history") or []):
+        if not isinstance(entry, dict) or not isinstance(entry.get("epoch"), int):
+            raise ValueError(f"{path}: history[{i}] must be an object with an int 'epoch', "
+                             f"found {entry!r:.80}")
+    expected = result_path(path.parent, rec["task"], rec["model"]).name
+    if path.name != expected:
+        raise ValueError(f"{path}: holds the result of {rec['task']} / {rec['model']}, whose "
+                         f"file is {expected}: rename it, or move it out of {path.parent}")
+    return rec
+
+
 def load_results(results_dir) -> list[dict[str, Any]]:
     """Every result file of ``results_dir``, sorted by task then model (tcn, lstm, gru, rnn).
 
     An empty folder gives ``[]``; a missing one is an error, so that a mistyped path (or a
-    report run from outside the repository) cannot quietly write an empty table.
+    report run from outside the repository) cannot quietly write an empty table. Hidden files
+    (``.name.json``, e.g. macOS's ``._x.json``) are skipped.
 
     Raises:
         FileNotFoundError / NotADirectoryError: ``results_dir`` is missing or not a folder.
-        ValueError: a file is not JSON or lacks a required key (the message names it).
+        ValueError: a file is not JSON, lacks a required key, has a key of the wrong type or a
+            non-finite number, or is not named ``<task>-<model>.json`` after its content (the
+            message names it).
     """
     folder = Path(results_dir)
     if not folder.exists():
@@ -117,13 +168,9 @@ def load_results(results_dir) -> list[dict[str, Any]]:
         raise NotADirectoryError(f"results_dir must be a folder of result JSON files, got the file {folder}")
     out = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            rec = json.loads(path.read_text())
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}: not a JSON result file ({e})") from None
-        missing = [k for k in REQUIRED_KEYS if not isinstance(rec, dict) or k not in rec]
-        if missing:
-            raise ValueError(f"{path}: result file lacks {missing}")
+        if path.name.startswith("."):
+            continue
+        rec = _read_result(path)
         rec["_path"] = str(path)
         out.append(rec)
     order = {m: i for i, m in enumerate(MODEL_ORDER)}
@@ -221,6 +268,11 @@ def save_figure(fig, path) -> Path:
     return path
 
 
+def _number(v) -> float:
+    """A history value to plot: a gap (NaN) where an epoch has none."""
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan
+
+
 def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title: str = "") -> Path:
     """Loss (train, valid) and the metric (train, valid, test) per epoch, as a PNG."""
     plt = pyplot()
@@ -232,7 +284,8 @@ def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title
     for ax, key in zip(axes[0], keys):
         for split in ("train", "valid", "test"):
             if f"{split}_{key}" in history[0]:
-                ax.plot(epochs, [r[f"{split}_{key}"] for r in history], marker=".", label=split)
+                ax.plot(epochs, [_number(r.get(f"{split}_{key}")) for r in history], marker=".",
+                        label=split)
         ax.set_ylabel(key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
@@ -329,14 +382,15 @@ def _preset_notes(results: list[dict[str, Any]]) -> str:
     return "\n".join(lines) or "- none: every row was made with its task's current preset"
 
 
-def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> str:
-    """Write the markdown report (table, notes, plots) and return its text.
+def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "", notes: str = "") -> str:
+    """Write the markdown report (intro, table, notes, plots) and return its text.
 
     Args:
         results_dir: folder of result JSON files.
         markdown_path: the report to write (e.g. ``docs/benchmarks.md``); None: don't write.
-        plots_dir: where the PNGs go (linked relative to the markdown file).
+        plots_dir: where the PNGs go (linked relative to the markdown file); None: no plots.
         intro: text placed before the table.
+        notes: text placed after everything else (the methodology).
     """
     results = load_results(results_dir)
     table = markdown_table(results)
@@ -352,30 +406,33 @@ def write_report(results_dir, markdown_path, plots_dir, *, intro: str = "") -> s
                   "changed since the run, or a time limit, `min_lr` or `early_stop` set for the "
                   "run or at a resume; `settings` in the result file has them all):\n",
                   _preset_notes(results), "", "Hardware:\n", _hardware_notes(results), ""]
-    try:
-        plots_dir = Path(plots_dir)
-        rel = Path(plots_dir).resolve()
-        base = Path(markdown_path).resolve().parent if markdown_path else Path.cwd()
+    if results and plots_dir is not None:
         try:
-            rel = rel.relative_to(base)
-        except ValueError:
-            pass
-        if results:
-            plot_comparison(results, plots_dir / "comparison.png")
-            parts += ["## Plots\n", f"![comparison]({rel}/comparison.png)", ""]
-            for r in results:
-                if r.get("history"):
-                    name = f"curves-{r['task']}-{r['model']}.png"
-                    plot_learning_curves(r["history"], r["metric"], plots_dir / name,
-                                         title=f"{r['task']} / {r['model']}")
-                    parts.append(f"![{r['task']} {r['model']}]({rel}/{name})")
-            parts.append("")
-    except ImportError as e:
-        logger.warning("%s: the report has no plots", e)
+            parts += _draw_plots(results, Path(plots_dir), markdown_path)
+        except ImportError as e:
+            logger.warning("%s: the report has no plots", e)
     text = "\n".join(parts)
+    if notes:
+        text += "\n" + notes
     if markdown_path:
         from .checkpoint import atomic_write_bytes
 
         Path(markdown_path).parent.mkdir(parents=True, exist_ok=True)
         atomic_write_bytes(markdown_path, text.encode())
     return text
+
+
+def _draw_plots(results: list[dict[str, Any]], plots_dir: Path, markdown_path) -> list[str]:
+    """Draw the comparison and the learning curves; the markdown lines linking them, relative
+    to the report's folder (or the working folder when there is no report file)."""
+    base = Path(markdown_path).resolve().parent if markdown_path else Path.cwd()
+    rel = Path(os.path.relpath(plots_dir.resolve(), base)).as_posix()
+    plot_comparison(results, plots_dir / "comparison.png")
+    lines = ["## Plots\n", f"![comparison]({rel}/comparison.png)", ""]
+    for r in results:
+        if r.get("history"):
+            name = f"curves-{r['task']}-{r['model']}.png"
+            plot_learning_curves(r["history"], r["metric"], plots_dir / name,
+                                 title=f"{r['task']} / {r['model']}")
+            lines.append(f"![{r['task']} {r['model']}]({rel}/{name})")
+    return lines + [""]

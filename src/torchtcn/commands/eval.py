@@ -36,9 +36,14 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
         path = path / "best.ckpt" if (path / "best.ckpt").exists() or not (
             path / "last.ckpt").exists() else path / "last.ckpt"
     doc = read_checkpoint_state(path)
-    info = (doc.get("trainer") or {}).get("run") or {}
-    if not {"task", "model", "train", "data"} <= set(info):
+    trainer = doc.get("trainer") or {}
+    info = trainer.get("run") or {} if isinstance(trainer, dict) else None
+    if not isinstance(info, dict) or not {"task", "model", "train", "data"} <= set(info):
         raise ValueError(f"{path}: the checkpoint does not record its task (written outside torchtcn train?)")
+    for key in ("train", "data"):
+        if not isinstance(info[key], dict):
+            raise ValueError(f"{path}: the checkpoint's run.{key} must be an object, found "
+                             f"{type(info[key]).__name__}")
     task = get_task(info["task"])
     # ema off: the checkpoint's inference_model already is the average to score
     train = config_from_dict({**info["train"], "device": device, "ema": None})

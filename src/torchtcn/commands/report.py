@@ -245,7 +245,9 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results-dir", default="benchmarks/results", help="folder of result JSON files")
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown file to write ('-': print only)")
-    p.add_argument("--plots-dir", default="docs/benchmarks", help="where the PNG plots go")
+    p.add_argument("--plots-dir", default=None,
+                   help="where the PNG plots go (default: beside --out, in a folder named after "
+                   "it, e.g. docs/benchmarks/; with --out -: no plots unless given)")
     p.add_argument("--notes", default=None,
                    help="a markdown file appended after the results (none: the built-in "
                    "methodology notes)")
@@ -258,15 +260,14 @@ def run(args: argparse.Namespace) -> int:
     from ..report import write_report
 
     out = None if args.out == "-" else args.out
-    text = write_report(args.results_dir, out, args.plots_dir, intro=INTRO)
-    notes = Path(args.notes).read_text() if args.notes else NOTES
-    text = text + "\n" + notes
-    if out:
-        from ..checkpoint import atomic_write_bytes
-
-        atomic_write_bytes(out, text.encode())
+    plots_dir = args.plots_dir
+    if plots_dir is None and out is not None:
+        plots_dir = str(Path(out).with_suffix(""))
+    # read before anything is written: a missing notes file must not leave a half report
+    notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else NOTES
+    text = write_report(args.results_dir, out, plots_dir, intro=INTRO, notes=notes)
     print(text if out is None else text.split("## Plots")[0].rstrip())
     if out:
-        plots = f" and plots in {args.plots_dir}/" if "## Plots" in text else " (no plots)"
+        plots = f" and plots in {plots_dir}/" if "## Plots" in text else " (no plots)"
         print(f"\nwrote {out}{plots}")
     return 0
