@@ -103,3 +103,12 @@ def test_targets_of_another_shape_are_refused_not_broadcast(lik):
 def test_a_quantile_likelihood_without_levels_forecasts_the_median():
     assert Likelihood("quantile").quantiles == (0.5,)
 
+
+
+def test_quantiles_given_as_none_one_number_or_another_type():
+    assert Likelihood("quantile", None).quantiles == (0.5,)
+    assert Likelihood("quantile", 0.9).quantiles == (0.5, 0.9)
+    assert Likelihood("quantile", [0.9, 0.1]).quantiles == (0.1, 0.5, 0.9)
+    with pytest.raises(TypeError, match="quantiles must be a str '0.1,0.9', a list of numbers "
+                                        "or one number, got dict"):
+        Likelihood("quantile", {"q": 0.9})

@@ -327,3 +327,58 @@ def test_probabilistic_forecasts_are_calibrated_on_noise_of_known_size(tmp_path,
         assert 0.6 < (high - low).mean().item() / (2 * 1.2816) / 0.3 < 1.3
     covered = ((truth >= low) & (truth <= high)).float().mean().item()
     assert 0.68 < covered < 0.92  # 200 targets: the binomial sd of 80% coverage is 0.028
+
+
+def test_targets_typed_as_a_list_and_repeated_targets(tmp_path):
+    path = write_csv(tmp_path / "s.csv", 60)
+    settings = {"data": str(path), "seq_len": "24", "valid_len": "10"}
+    run = build_run("series", "tcn", {**settings, "target": ["wave", "step"]})
+    assert run.datasets["train"].normalisation["target"] == ["wave", "step"]
+    assert build_run("series", "tcn", {**settings, "target": ("wave",)}).datasets[
+        "train"].out_features == 1
+    with pytest.raises(ValueError, match=r"target columns must be distinct, found \['wave'\]"):
+        build_run("series", "tcn", {**settings, "target": "wave, wave"})
+    with pytest.raises(TypeError, match="target must be column names"):
+        build_run("series", "tcn", {**settings, "target": [1]})
+
+
+def test_eval_refuses_a_csv_changed_since_training(tmp_path):
+    from torchtcn.commands.eval import evaluate_checkpoint
+
+    path = write_csv(tmp_path / "s.csv")
+    run_dir, result = _train_series(tmp_path, path, "run", {**TINY, "target": "wave"}, epochs=1)
+    assert evaluate_checkpoint(run_dir)["metrics"]["mse"] == pytest.approx(result["value"])
+    original = path.read_text()
+    lines = original.splitlines()
+    swapped = [",".join([c[0], c[2], c[1]]) for c in (line.split(",") for line in lines)]
+    for changed in ("\n".join(swapped) + "\n",            # columns reordered: permuted inputs
+                    "\n".join(lines[:-50]) + "\n",        # rows removed: other splits
+                    original.replace("0.", "0.0", 1)):      # one value edited
+        path.write_text(changed)
+        with pytest.raises(ValueError, match="data now differs from the data the model was "
+                                             "trained on"):
+            evaluate_checkpoint(run_dir)
+    path.write_text(original)
+    assert evaluate_checkpoint(run_dir)["metrics"]["mse"] == pytest.approx(result["value"])
+
+
+def test_forecast_restores_the_mode_and_names_close_quantile_levels_apart(tmp_path):
+    from torchtcn.commands.forecast import forecast, load_forecaster
+    from torchtcn.data.series import load_series_csv
+
+    path = write_csv(tmp_path / "s.csv")
+    settings = {**TINY, "target": "wave", "likelihood": "quantile",
+                "quantiles": "0.1234561,0.1234564"}
+    run_dir, _ = _train_series(tmp_path, path, "run", settings, epochs=1)
+    table = _forecast_table(path, run_dir, tmp_path / "f.csv")
+    assert list(table[0])[2:] == ["wave_q0.1234561", "wave_q0.1234564", "wave_q0.5"]
+    model, stats = load_forecaster(run_dir)
+    values = load_series_csv(path).values  # the model's columns: step, wave
+    for training in (True, False):
+        model.train(training)
+        forecast(model, stats, values)
+        assert model.training is training
+    with pytest.raises(ValueError, match=r"values must be \(T, 2\) for the columns \['step', "
+                                         r"'wave'\], got shape \(200, 1\)"):
+        forecast(model, stats, values[:, 1:])  # was broadcast against the two columns' statistics
+

@@ -72,3 +72,18 @@ def test_bad_sample_counts_are_named(samples):
 def test_not_a_module():
     with pytest.raises(TypeError, match="needs an nn.Module, got function"), mc_dropout(lambda x: x):
         pass
+
+
+def test_attention_dropout_samples_too():
+    # nn.MultiheadAttention's dropout is functional, keyed on its own training flag
+    class Attend(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.attention = torch.nn.MultiheadAttention(8, 2, dropout=0.5, batch_first=True)
+
+        def forward(self, x):
+            return self.attention(x, x, x, need_weights=False)[0]
+
+    model = Attend().eval()
+    _, std = mc_predict(model, torch.randn(2, 5, 8), samples=4)
+    assert std.max() > 0 and not model.training and not model.attention.training

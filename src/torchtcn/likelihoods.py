@@ -79,7 +79,15 @@ class Likelihood:
         levels = ()
         if self.kind == "quantile":
             # none given: the median alone (it is added to any levels)
-            levels = parse_quantiles(self.quantiles) if len(self.quantiles) else ()
+            given = self.quantiles
+            if given is None:
+                given = ()
+            elif isinstance(given, (int, float)) and not isinstance(given, bool):
+                given = (given,)  # one level
+            elif not isinstance(given, (str, list, tuple)):
+                raise TypeError(f"quantiles must be a str '0.1,0.9', a list of numbers or one "
+                                f"number, got {type(given).__name__} {given!r}")
+            levels = parse_quantiles(given) if len(given) else ()
             if 0.5 not in levels:
                 levels = tuple(sorted((*levels, 0.5)))
         object.__setattr__(self, "quantiles", levels)

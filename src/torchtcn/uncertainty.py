@@ -24,11 +24,12 @@ __all__ = ["mc_dropout", "mc_predict"]
 
 
 def _samples_dropout(module: nn.Module) -> bool:
-    # nn.Dropout / Dropout1d / ... (torchtcn's own dropouts subclass them), and recurrent
-    # layers whose between-layer dropout is on
+    # nn.Dropout / Dropout1d / ... (torchtcn's own dropouts subclass them), and the layers
+    # whose dropout is functional, keyed on their own mode: recurrent layers' between-layer
+    # dropout and attention's dropout on the weights
     if isinstance(module, nn.modules.dropout._DropoutNd):
         return True
-    return isinstance(module, nn.RNNBase) and module.dropout > 0
+    return isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and module.dropout > 0
 
 
 @contextlib.contextmanager

@@ -97,9 +97,18 @@ def _normalised_forecasts(model: nn.Module, likelihood: Likelihood, x: torch.Ten
                           samples: int | None) -> list[tuple[str, torch.Tensor]]:
     """``[(suffix, (D, T) tensor)]`` in normalised units, one entry per column kind: ``""``
     a location (point, mean, quantile ``_qL``), ``"_std"`` a spread."""
+    was_training = model.training
+    model.eval()
+    try:
+        return _forecasts_in_eval_mode(model, likelihood, x, samples)
+    finally:
+        model.train(was_training)  # the caller's model comes back as it was given
+
+
+def _forecasts_in_eval_mode(model: nn.Module, likelihood: Likelihood, x: torch.Tensor,
+                            samples: int | None) -> list[tuple[str, torch.Tensor]]:
     from ..uncertainty import mc_predict
 
-    model.eval()
     if samples is None:
         raw = model(x)
         if likelihood.kind == "none":
@@ -107,7 +116,8 @@ def _normalised_forecasts(model: nn.Module, likelihood: Likelihood, x: torch.Ten
         if likelihood.kind == "gaussian":
             return [("", likelihood.point(raw)[0]), ("_std", likelihood.std(raw)[0])]
         levels = likelihood.quantile_forecasts(raw)[0]  # (Q, D, T)
-        return [(f"_q{q:g}", level) for q, level in zip(likelihood.quantiles, levels)]
+        # 15 significant digits: distinct levels keep distinct column names
+        return [(f"_q{q:.15g}", level) for q, level in zip(likelihood.quantiles, levels)]
     if likelihood.kind == "none":
         mean, spread = mc_predict(model, x, samples=samples)
         return [("", mean[0]), ("_std", spread[0])]
@@ -127,6 +137,11 @@ def forecast(model: nn.Module, stats: dict, values: torch.Tensor,
     t holds the forecasts of the targets at rows ``t + k`` (k in ``stats["steps"]``,
     step-major) made from rows ``0..t``, each target's columns side by side (see the module
     docstring). With ``samples``: Monte Carlo dropout over that many passes."""
+    columns = stats["columns"]
+    if not isinstance(values, torch.Tensor) or values.dim() != 2 or values.shape[1] != len(columns):
+        found = tuple(values.shape) if isinstance(values, torch.Tensor) else type(values).__name__
+        raise ValueError(f"values must be (T, {len(columns)}) for the columns {columns}, got "
+                         f"{'shape ' if isinstance(values, torch.Tensor) else ''}{found}")
     # float64, as in training: a large offset with a small variation survives normalising
     mean = torch.tensor(stats["mean"], dtype=torch.float64)
     std = torch.tensor(stats["std"], dtype=torch.float64)

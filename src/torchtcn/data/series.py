@@ -104,6 +104,9 @@ def load_series_csv(path, target: list[str] | None = None) -> SeriesData:
         log.info("%s: left out non-numeric columns %s", path, skipped)
     columns = [name for name, _ in numeric]
     target = columns if target is None else list(target)
+    repeated = sorted({name for name in target if target.count(name) > 1})
+    if repeated:  # two head outputs for one column, and two forecast columns of one name
+        raise ValueError(f"{path}: target columns must be distinct, found {repeated} more than once")
     missing = [name for name in target if name not in columns]
     if missing or not target:
         raise ValueError(f"{path}: target columns {missing or target} are not numeric columns of "

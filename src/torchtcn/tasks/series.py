@@ -36,6 +36,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import json
 from typing import NamedTuple
 
@@ -72,11 +73,12 @@ class SeriesWindows:
             ``stride < valid_len``).
         normalisation: the columns, target, horizon and statistics a forecast needs.
         likelihood: what the model forecasts per target (a point by default).
+        source_sha256: a digest of the series this split was cut from (its data signature).
     """
 
     def __init__(self, x, y, first: int, end: int, seq_len: int, valid_len: int,
                  stride: int | None = None, normalisation: dict | None = None,
-                 likelihood: Likelihood = Likelihood()):
+                 likelihood: Likelihood = Likelihood(), source_sha256: str | None = None):
         if not 0 < valid_len <= seq_len:
             raise ValueError(f"need 0 < valid_len <= seq_len, got valid_len={valid_len}, "
                              f"seq_len={seq_len}")
@@ -89,6 +91,7 @@ class SeriesWindows:
         self.x, self.y, self.seq_len = x, y, seq_len
         self.normalisation = normalisation  # columns, target, horizon, mean, std (JSON-able)
         self.likelihood = likelihood
+        self.source_sha256 = source_sha256
         if stride is None:
             self.groups = [(g, min(g + valid_len, end)) for g in range(first, end, valid_len)]
         else:
@@ -150,13 +153,15 @@ def series_splits(series: SeriesData, data: dict) -> dict[str, SeriesWindows]:
     # forecast steps may fall in the split before, never in a later one.
     bounds = {"train": (0, valid_start), "valid": (valid_start, test_start),
               "test": (test_start, total)}
+    digest = hashlib.sha256(values.double().contiguous().numpy().tobytes()).hexdigest()
+    digest = f"{tuple(values.shape)}:{digest}"
     stats = {"columns": series.columns, "target": series.target, "horizon": horizon,
              "steps": steps, "mean": mean.tolist(), "std": std.tolist(),
              "likelihood": likelihood.to_json()}
     return {
         name: SeriesWindows(x, y, max(0, a - horizon), b - horizon, data["seq_len"],
                             data["valid_len"], data["stride"] if name == "train" else None,
-                            stats, likelihood)
+                            stats, likelihood, source_sha256=digest)
         for name, (a, b) in bounds.items()
     }
 
@@ -170,8 +175,20 @@ class SeriesTask(Task):
         if d["data"] is None:
             raise ValueError(f"task {self.name!r} needs a CSV file: pass --data PATH (a header "
                              "row, then one row per time step, oldest first)")
-        target = None if d["target"] is None else [t.strip() for t in str(d["target"]).split(",")]
+        target = d["target"]
+        if target is not None:  # "a,b" from the command line, or a list from Python
+            names = target.split(",") if isinstance(target, str) else list(target)
+            if not all(isinstance(t, str) for t in names):
+                raise TypeError(f"target must be column names (a str 'a,b' or a list of str), "
+                                f"got {target!r}")
+            target = [t.strip() for t in names]
         return series_splits(load_series_csv(d["data"], target), d)
+
+    def data_signature(self, datasets):
+        # eval and --resume re-read the CSV: other rows, values or column order would feed the
+        # model other inputs, or move the splits and the normalisation, without an error
+        return {"columns": datasets["train"].normalisation["columns"],
+                "values_sha256": datasets["train"].source_sha256}
 
     def build_model(self, spec, datasets):
         train = datasets["train"]
