@@ -372,3 +372,22 @@ def test_cli_export_writes_every_artefact_that_applies(tmp_path, capsys):
                  "--what", "model,step"]) == 2
     assert "use --what model,model_torchscript" in capsys.readouterr().err
     assert not (tmp_path / "mean2").exists()
+
+
+def test_onnx_of_a_conditioned_float32_model_under_a_float64_default_dtype(tmp_path):
+    # FiLM's torch.addcmul exported its value=1 constant in the default dtype: float64 then
+    # spread into the float32 graph's convs, which onnxruntime has no kernel for
+    model = TCN(4, [3, 2], kernel_size=2, cond_channels=2).eval()
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.3)  # FiLM starts at the identity: make it matter
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        path = export_onnx(model, tmp_path / "c.onnx")
+    finally:
+        torch.set_default_dtype(old)
+    sess = ort.InferenceSession(str(path))
+    x, cond = torch.randn(2, 4, 9), torch.randn(2, 2)
+    feeds = {i.name: v.numpy() for i, v in zip(sess.get_inputs(), (x, cond))}
+    np.testing.assert_allclose(sess.run(None, feeds)[0], model(x, cond=cond).detach().numpy(),
+                               atol=1e-5)

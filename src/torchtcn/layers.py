@@ -117,7 +117,9 @@ class FiLM(nn.Module):
 
     def forward(self, h: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         gamma, beta = self.linear(cond).unsqueeze(-1).chunk(2, dim=1)
-        return torch.addcmul(h + beta, h, gamma)
+        # not torch.addcmul: the ONNX exporter makes its value=1 constant in the default
+        # dtype, which under float64 turned a float32 graph's convs float64
+        return h + beta + h * gamma
 
 
 def _fast_dropout_applies(module: nn.Module, x: torch.Tensor) -> bool:

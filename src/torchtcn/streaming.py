@@ -504,7 +504,7 @@ def _film_terms(plan: StreamPlan, cond: torch.Tensor | None):
 def _apply_film(z: torch.Tensor, film) -> torch.Tensor:
     # the module's ``h * (1 + gamma) + beta``, computed the same way (FiLM.forward)
     gamma, beta = film
-    return torch.addcmul(z + beta, z, gamma)
+    return z + beta + z * gamma
 
 
 def step(model, x: torch.Tensor, state: TCNState, cond: torch.Tensor | None = None):
