@@ -39,3 +39,13 @@ def test_forget_bias_needs_an_lstm(cls):
 def test_forget_bias_type_is_checked():
     with pytest.raises(TypeError, match="forget_bias must be a float"):
         torchtcn.LSTM(2, forget_bias="1")
+
+
+@pytest.mark.parametrize("cls", [torchtcn.LSTM, torchtcn.GRU, torchtcn.RNN])
+def test_an_input_of_another_dtype_is_named_as_for_the_tcn(cls):
+    model = cls(2, 4).double()
+    with pytest.raises(ValueError, match=f"{cls.__name__} input dtype must be the model's: "
+                                         "expected torch.float64, found torch.float32"):
+        model(torch.randn(1, 2, 5))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast mixes dtypes on purpose
+        cls(2, 4)(torch.randn(1, 2, 5))

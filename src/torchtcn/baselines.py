@@ -160,7 +160,8 @@ class RecurrentBaseline(ConfiguredModel, nn.Module):
         return self._config.hidden_size
 
     def _run(self, x: torch.Tensor, hidden=None):
-        check_sequence_input(x, self.in_channels, self.layout, f"{type(self).__name__} input")
+        check_sequence_input(x, self.in_channels, self.layout, f"{type(self).__name__} input",
+                             dtype=self.rnn.weight_ih_l0.dtype)
         seq = x.transpose(1, 2) if self.layout == "NCL" else x  # (N, T, C)
         y, hidden = self.rnn(seq, hidden)
         return (y.transpose(1, 2) if self.layout == "NCL" else y), hidden
