@@ -467,6 +467,61 @@ def test_bench_stream_smoke(tmp_path, capsys):
 
     record = json.loads(js.read_text())
     assert record["command"] == "torchtcn " + " ".join(args)  # as typed (was cut at argv[3:])
+    # every streaming contender was checked against its own full forward before timing
+    errors = record["streaming_max_abs_error"]
+    assert "torchtcn step" in errors and all(0 <= e < 1e-4 for e in errors.values())
+    assert "matched each contender's own full forward pass" in out
+
+
+def test_bench_stream_refuses_to_time_a_step_that_is_wrong(monkeypatch, capsys):
+    from torchtcn.bench import stream
+    from torchtcn.cli import main
+
+    real = stream.paper_model
+
+    def broken(device):  # a step that streams something else than the forward pass
+        model = real(device)
+        step = model.step
+        model.step = lambda x, state: (step(x, state)[0] + 1e-2, state)
+        return model
+
+    monkeypatch.setattr(stream, "paper_model", broken)
+    # a bug, not a bad input: it keeps its traceback
+    with pytest.raises(RuntimeError, match="streaming output differs from the full forward "
+                                           "pass by 0.01"):
+        main(["bench", "stream", "--repeats", "1", "--inner", "1", "--streams", "1"])
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["stream", "--device", "meta"], "--device must be cpu or cuda for a benchmark, got meta"),
+    (["train", "--models", "lstm", "--markdown", "{afile}/x.md"],
+     "--markdown: cannot write the results to"),
+    (["train", "--models", "lstm", "--sweep", "--plot", "{afile}/x.png"],
+     "--plot: cannot write the results to"),
+])
+def test_bench_outputs_and_device_are_checked_before_the_run(bad, message, tmp_path, capsys):
+    from torchtcn.cli import main
+
+    (tmp_path / "afile").write_text("")
+    assert main(["bench", *(a.format(afile=tmp_path / "afile") for a in bad)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_bench_with_no_runnable_model_says_why(monkeypatch, capsys):
+    from torchtcn.bench import common
+    from torchtcn.cli import main
+
+    monkeypatch.setattr(common, "available", lambda key: "not installed (test)")
+    for bench in ("train", "memory"):
+        assert main(["bench", bench, "--models", "pytorch-tcn"]) == 2
+        assert "none of the models can run here: pytorch-tcn: not installed (test)" in \
+            capsys.readouterr().err
+
+
+def test_bench_models_listed_twice_run_once():
+    from torchtcn.bench import common
+
+    assert common.parse_contenders("lstm, lstm,torchtcn,lstm") == ["lstm", "torchtcn"]
 
 
 @pytest.mark.parametrize("bad, message", [

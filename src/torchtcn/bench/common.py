@@ -106,7 +106,7 @@ RNN_PEER = "lstm"
 
 def parse_contenders(text: str) -> list[str]:
     """Comma-separated contender keys -> list, checked against :data:`CONTENDERS`."""
-    keys = [k.strip() for k in text.split(",") if k.strip()]
+    keys = list(dict.fromkeys(k.strip() for k in text.split(",") if k.strip()))  # once each
     unknown = [k for k in keys if k not in CONTENDERS]
     if unknown or not keys:
         raise ValueError(f"models must be a comma list of {sorted(CONTENDERS)}, got {text!r}")

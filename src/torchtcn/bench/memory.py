@@ -171,8 +171,12 @@ def table(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[str]], list
         if not runs[key]:
             continue
         row = [common.CONTENDERS[key].label]
+        methods = sorted({r.get("method", "?") for r in runs[key]})
         rec = {"model": key, "label": common.CONTENDERS[key].label,
-               "saved_mib": runs[key][0]["saved_mib"]}
+               "saved_mib": runs[key][0]["saved_mib"], "method": "; ".join(methods)}
+        if any("not reset" in m for m in methods):
+            log.warning("%s: the peak could not be reset before the step (%s): its figure may "
+                        "be the process's lifetime peak", key, rec["method"])
         for a in allocators:
             s = stats(key, a)
             peer, rnn = stats(common.PEER, a), stats(common.RNN_PEER, a)
@@ -210,6 +214,8 @@ def run(args) -> int:
     print(common.text_table(header, rows))
     if args.json:
         common.write_json(args.json, {"benchmark": "memory", "machine": common.machine(),
+                                      "device": args.device, "repeats": args.repeats,
+                                      "command": common.command_line(args),
                                       "batch_size": args.batch_size, "seq_len": args.seq_len,
                                       "results": records})
     if args.markdown:
@@ -219,13 +225,19 @@ def run(args) -> int:
 
 
 def _runnable(keys: list[str]) -> list[str]:
-    out = []
+    """The contenders of ``keys`` that can run here (a warning for each that cannot); a
+    ValueError naming why when none can."""
+    out, missing = [], {}
     for k in keys:
         why = common.available(k)
         if why:
             log.warning("skipping %s: %s", k, why)
+            missing[k] = why
         else:
             out.append(k)
+    if not out:
+        raise ValueError("none of the models can run here: " + "; ".join(
+            f"{k}: {why}" for k, why in missing.items()))
     return out
 
 

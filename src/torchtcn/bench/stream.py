@@ -63,10 +63,31 @@ def _repeat(fn, n: int):
     return run
 
 
-def latency_contenders(device, inner: int) -> tuple[dict, dict]:
-    """name -> closure running ``steps[name]`` single-frame steps at batch 1."""
+#: frames streamed through each contender, and compared with its full forward pass, before
+#: anything is timed: a fast step that computed something else would be no result
+CHECK_FRAMES = 64
+
+
+def streaming_error(stream_frame, full, x: torch.Tensor) -> float:
+    """Max |output streamed frame by frame - full forward| over ``x`` (1, C, T); a
+    RuntimeError when it exceeds float32 rounding (1e-4 of the output's scale)."""
+    streamed = torch.cat([stream_frame(x[:, :, t : t + 1]) for t in range(x.shape[2])], 2)
+    reference = full(x)
+    error = (streamed - reference).abs().max().item()
+    if not error <= 1e-4 * max(1.0, reference.abs().max().item()):
+        raise RuntimeError(f"streaming output differs from the full forward pass by {error:.3g}: "
+                           "nothing to time")
+    return error
+
+
+def latency_contenders(device, inner: int) -> tuple[dict, dict, dict]:
+    """name -> closure running ``steps[name]`` single-frame steps at batch 1, and name -> the
+    streaming error of the contenders that stream (checked by :func:`streaming_error`)."""
     model = paper_model(device)
     x = torch.randn(1, 1, 1, device=device)
+    check = torch.randn(1, 1, CHECK_FRAMES, device=device)
+    fresh = model.init_state(batch_size=1)
+    errors = {"torchtcn step": streaming_error(lambda f: model.step(f, fresh)[0], model, check)}
     state = model.init_state(batch_size=1)
 
     def ours():
@@ -82,6 +103,9 @@ def latency_contenders(device, inner: int) -> tuple[dict, dict]:
     why = common.available("pytorch-tcn")
     if why is None:
         peer = _peer(device)
+        errors["pytorch-tcn inference"] = streaming_error(lambda f: peer(f, inference=True),
+                                                          peer, check)
+        peer.reset_buffers()
         calls["pytorch-tcn inference"] = _repeat(lambda: peer(x, inference=True), inner)
         steps["pytorch-tcn inference"] = inner
     else:
@@ -89,7 +113,7 @@ def latency_contenders(device, inner: int) -> tuple[dict, dict]:
     recompute_steps = max(1, inner // 25)
     calls["recompute window"] = _repeat(recompute, recompute_steps)
     steps["recompute window"] = recompute_steps
-    return calls, steps
+    return calls, steps, errors
 
 
 def throughput(device, streams: list[int], repeats: int, inner: int, warmup: int) -> dict:
@@ -112,7 +136,7 @@ def measure(args) -> dict:
     device = torch.device(args.device)
     streams = list(args.streams)
     with torch.no_grad():
-        calls, steps = latency_contenders(device, args.inner)
+        calls, steps, errors = latency_contenders(device, args.inner)
         times = common.interleaved_times(calls, args.repeats, args.warmup, device)
         latency = {
             name: common.summarize(t)["median"] / steps[name] for name, t in times.items()
@@ -124,6 +148,7 @@ def measure(args) -> dict:
         "device": str(device),
         "machine": common.machine(),
         "latency_s": latency,
+        "streaming_max_abs_error": errors,  # vs each one's own full forward, before timing
         "throughput": rates,
         "command": common.command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
@@ -139,8 +164,13 @@ def tables(result: dict, render) -> str:
          common.fmt(common.ratio(s, ours), ".1f") + "x"]
         for name, s in lat.items()
     ]
+    checked = ", ".join(f"{name} {e:.1e}" for name, e in result.get(
+        "streaming_max_abs_error", {}).items())
     out = ["Per-step latency, batch 1 (median):", "",
            render(["method", "us / step", "steps / s", "time vs torchtcn"], rows), ""]
+    if checked:
+        out += [f"Before timing, {CHECK_FRAMES} frames streamed one at a time matched each "
+                f"contender's own full forward pass (max |difference|: {checked}).", ""]
     peer_rate = None if peer is None else 1 / peer
     rows = []
     for n, r in result["throughput"].items():

@@ -292,9 +292,7 @@ def run(args) -> int:
         s_title = (f"Sequence-length sweep, N={args.sweep_batch_size}, {device}: time "
                    f"({allocators[0]} allocator) and peak memory (glibc)")
         body = _show(s_title, *sweep_table(sres))
-        plot_sweep(sres, args.plot, s_title)
-        print(f"plot: {args.plot}")
-        report["sweep"] = sres
+        report["sweep"] = sres  # its plot is drawn once the JSON is written
         image = None
         if args.markdown:
             image = os.path.relpath(args.plot, os.path.dirname(os.path.abspath(args.markdown)))
@@ -305,6 +303,9 @@ def run(args) -> int:
     report["seconds"] = time.time() - started
     if args.json:
         common.write_json(args.json, report)
+    if args.sweep:
+        plot_sweep(sres, args.plot, s_title)
+        print(f"plot: {args.plot}")
     if args.markdown:
         with open(args.markdown, "w") as f:
             f.write(page(report, sections))

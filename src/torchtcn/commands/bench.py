@@ -40,26 +40,34 @@ def _runner(module: str):
             from ..train import resolve_device
 
             # a clear error before anything is built; "auto" becomes the device it means
-            args.device = str(resolve_device(args.device))
-        if getattr(args, "json", None):  # written at the end: an unwritable path fails now
-            _check_json_path(args.json)
+            device = resolve_device(args.device)
+            if device.type not in ("cpu", "cuda"):  # e.g. meta: timings of nothing
+                raise ValueError(f"--device must be cpu or cuda for a benchmark, got {args.device}")
+            args.device = str(device)
+        # written at the end: an unwritable path fails now, not after the run
+        for flag in ("json", "markdown"):
+            if getattr(args, flag, None):
+                _check_output_path(args, flag)
+        if getattr(args, "sweep", False) and getattr(args, "plot", None):
+            _check_output_path(args, "plot")
         return importlib.import_module(module).run(args)
 
     return run
 
 
-def _check_json_path(path: str) -> None:
+def _check_output_path(args, flag: str) -> None:
     from pathlib import Path
 
     from ..checkpoint import check_output_dir
 
+    path = getattr(args, flag)
     target = Path(path)
     if target.is_dir():
-        raise ValueError(f"--json {path} is a folder; give a file name")
+        raise ValueError(f"--{flag} {path} is a folder; give a file name")
     try:
         check_output_dir(target.parent, what="the results")
     except ValueError as e:
-        raise ValueError(f"--json: {e}") from None
+        raise ValueError(f"--{flag}: {e}") from None
 
 
 def _missing(name: str):
