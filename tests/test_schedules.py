@@ -40,6 +40,23 @@ def test_matches_the_reference_loop_on_random_curves(window, after):
         assert lrs == pytest.approx(_reference_lrs(values, 1.0, 0.5, window, after))
 
 
+def test_on_tie_is_the_word_scripts_greater_or_equal():
+    # word_cnn_test.py: ``if epoch > 5 and val_loss >= max(all_vloss[-5:])``; a run whose
+    # weights stopped moving repeats its validation loss, and must go on annealing
+    values = [5.0, 4.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0, 3.0]
+    for on_tie, annealed_at in ((False, []), (True, [8, 9, 10])):
+        sched = AnnealOnRegression(_optimizer(), factor=0.5, window=5, after=5, on_tie=on_tie)
+        assert [e for e, v in enumerate(values, start=1) if sched.step(v)] == annealed_at
+    from torchtcn.tasks import get_task
+
+    assert get_task("word_ptb").resolve("tcn").train.lr_on_tie is True
+    assert get_task("lambada").resolve("tcn").train.lr_on_tie is True
+    assert get_task("char_ptb").resolve("tcn").train.lr_on_tie is False  # the char script: >
+    assert get_task("jsb").resolve("tcn").train.lr_on_tie is False  # the music script: >
+    with pytest.raises(TypeError, match="on_tie must be a bool"):
+        AnnealOnRegression(_optimizer(), on_tie="yes")
+
+
 def test_max_mode_anneals_when_accuracy_drops():
     opt = _optimizer()
     sched = AnnealOnRegression(opt, factor=0.1, window=2, after=0, mode="max")
@@ -97,3 +114,15 @@ def test_cosine_is_a_function_of_the_epoch_and_survives_a_longer_plan():
         longer.load_state_dict({"epoch": -1})
     with pytest.raises(ValueError, match="epochs must be a positive int"):
         CosineOverEpochs(_optimizer(), lr=1.0, epochs=0)
+
+
+def test_a_trainer_setting_added_since_a_run_compares_as_its_default():
+    # old checkpoints and result files lack lr_on_tie: they ran with the default (">"), so a
+    # resume or the report must not see a changed setting where there is none
+    from torchtcn.tasks import get_task
+    from torchtcn.train import run_differences
+
+    for task, expected in (("jsb", []), ("word_ptb", ["train.lr_on_tie: False -> True"])):
+        current = get_task(task).resolve("tcn").to_dict()
+        old = {**current, "train": {k: v for k, v in current["train"].items() if k != "lr_on_tie"}}
+        assert run_differences(old, current) == expected

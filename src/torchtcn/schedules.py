@@ -30,6 +30,9 @@ class AnnealOnRegression:
         window: how many previous epochs the new value is compared with.
         after: no annealing during the first ``after`` epochs (the reference's ``ep > after``).
         mode: ``"min"`` (a loss) or ``"max"`` (an accuracy).
+        on_tie: also anneal when the value equals the worst of the window (the word-level
+            scripts' ``>=``; the music and char scripts use ``>``). Ties are real once the
+            weights stop moving: without it such a run never anneals again.
 
     Call :meth:`step` once per epoch with the validation metric. Its state (the history) is
     saved in checkpoints, so a resumed run anneals exactly when an uninterrupted one would.
@@ -44,7 +47,7 @@ class AnnealOnRegression:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, factor: float = 0.1, window: int = 3,
-                 after: int = 10, mode: str = "min"):
+                 after: int = 10, mode: str = "min", on_tie: bool = False):
         if not 0.0 < factor < 1.0:
             raise ValueError(f"factor must be in (0, 1), got {factor!r}")
         if isinstance(window, bool) or not isinstance(window, int) or window < 1:
@@ -55,13 +58,15 @@ class AnnealOnRegression:
             raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
         self.optimizer = optimizer
         self.factor, self.window, self.after = factor, window, after
-        self.mode = mode
+        if not isinstance(on_tie, bool):
+            raise TypeError(f"on_tie must be a bool, got {on_tie!r}")
+        self.mode, self.on_tie = mode, on_tie
         self.history: list[float] = []
 
     def _worse_than_all(self, value: float, recent: list[float]) -> bool:
         sign = 1.0 if self.mode == "min" else -1.0  # compare as losses
         worst = max(sign * v for v in recent)
-        return sign * value > worst  # a tie (the word script's >=) never happens with float losses
+        return sign * value >= worst if self.on_tie else sign * value > worst
 
     def step(self, value: float) -> bool:
         """Record this epoch's metric; anneal and return True if it regressed."""

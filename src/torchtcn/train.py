@@ -37,6 +37,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import dataclasses
 import logging
 import math
 import os
@@ -95,6 +96,9 @@ class TrainConfig:
     lr_patience: int = field(default=0, metadata={"help": "plateau: epochs without improvement"})
     lr_window: int = field(default=3, metadata={"help": "regress: epochs the new value is compared with"})
     lr_after: int = field(default=10, metadata={"help": "regress: epochs before annealing may start"})
+    lr_on_tie: bool = field(default=False, metadata={
+        "help": "regress: also anneal when valid equals the worst of the window (the word-level "
+                "reference scripts' >=)"})
     early_stop: int | None = field(default=None, metadata={
         "help": "end the run (complete) after this many epochs without a better validation metric"})
     min_lr: float | None = field(default=None, metadata={
@@ -107,6 +111,9 @@ class TrainConfig:
     device: str = field(default="auto", metadata={"help": "cpu | cuda | auto"})
 
     def __post_init__(self):
+        for name in ("lr_on_tie", "test_every_epoch"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
         for name in ("epochs", "batch_size", "lr_step", "lr_window"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -335,7 +342,7 @@ class Trainer:
                 optimizer, mode=mode, factor=c.lr_factor, patience=c.lr_patience)
         if c.schedule == "regress":
             return AnnealOnRegression(optimizer, factor=c.lr_factor, window=c.lr_window,
-                                      after=c.lr_after, mode=mode)
+                                      after=c.lr_after, mode=mode, on_tie=c.lr_on_tie)
         if c.schedule == "cosine":
             return CosineOverEpochs(optimizer, lr=c.lr, epochs=c.epochs)
         return None
@@ -728,6 +735,11 @@ def _fmt(v: Any) -> str:
     return f"{v:.5g}" if isinstance(v, float) else str(v)
 
 
+def _train_defaults() -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING}
+
+
 def run_differences(stored: dict[str, Any], current: dict[str, Any],
                     ignore: tuple[str, ...] = RESUMABLE_CHANGES) -> list[str]:
     """Settings that differ between two run descriptions (:meth:`RunSpec.to_dict` form), as
@@ -743,6 +755,9 @@ def run_differences(stored: dict[str, Any], current: dict[str, Any],
     diffs = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
+        if key == "train" and isinstance(a, dict):
+            # a trainer setting added since the run was made: its default is what ran then
+            a = {**_train_defaults(), **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 if key == "train" and k in ignore:

@@ -47,7 +47,8 @@ NOTES = """## How the runs were made
   adding problem, whose TCN starts from the reference script's 4e-3 (see Tuning); RMSprop
   5e-4 for copy memory; SGD for the TCN language models. Music models and the TCN language
   models anneal as the reference scripts do (`schedule=regress`): the lr is divided when the validation
-  loss is worse than all of the last 3 (music, char) or 5 (word) epochs, after epoch 10
+  loss is worse than all of the last 3 (music, char) or 5 (word: worse or equal, `lr_on_tie`,
+  set after the word-PTB row was made, which never reached epoch 5) epochs, after epoch 10
   (music) or 5. Runs made before that preset used ReduceLROnPlateau (patience 3) and music
   lr 1e-3: each result file keeps its own settings under `settings.train`. Gradient clipping is applied *after* `backward()` (the
   reference code clipped before it, i.e. not at all).
