@@ -21,3 +21,16 @@ def test_readme_quickstart_runs_and_its_comments_hold(tmp_path, monkeypatch, cap
     assert torchtcn.count_parameters(namespace["clf"]) == 66_910
     out = capsys.readouterr().out
     assert out.startswith("3061\n") and "total parameters: 66,910" in out
+
+
+def test_every_python_example_in_the_readme_and_docs_runs(tmp_path, monkeypatch):
+    # each file's blocks run in order in one namespace, as a reader would paste them
+    monkeypatch.chdir(tmp_path)
+    files = [README, *sorted((README.parent / "docs").glob("*.md"))]
+    ran = 0
+    for path in files:
+        namespace: dict = {}
+        for i, block in enumerate(re.findall(r"```python\n(.*?)```", path.read_text(), flags=re.S)):
+            exec(compile(block, f"{path.name} python block {i + 1}", "exec"), namespace)
+            ran += 1
+    assert ran >= 3

@@ -226,7 +226,7 @@ NOTES = """## How the runs were made
   every session). Runs marked `complete: no`
   were stopped by `--time-limit` or a signal (`stop_reason`); their numbers are what the
   model reached by then, not a reproduction of the paper's setting. The language models
-  (13M-parameter word PTB, 3M char PTB) need a GPU for a real run: their rows are CPU runs
+  (word PTB 14.7M parameters, char PTB 2.2M: the paper's 13M and 3M) need a GPU for a real run: their rows are CPU runs
   made in time-limited chunks with
   `--resume` (char PTB 20 of 100 epochs in 4.4 hours, word PTB 4 of 100 in 2.6 hours), still
   improving when they stopped. Their checkpoints stayed on the machine they ran on, which is
