@@ -278,6 +278,22 @@ def test_eval_of_a_checkpoint_with_a_malformed_run_record(tmp_path, capsys, chan
     assert "bad.ckpt" in err and match in err and "Traceback" not in err
 
 
+def test_export_and_summary_take_a_run_folder_or_a_checkpoint(tmp_path, capsys):
+    assert _train(tmp_path, "epochs=1") == 0
+    run = tmp_path / "run"
+    for source, out in ((run, "a"), (run / "best.ckpt", "b")):
+        assert main(["export", str(source), str(tmp_path / out),
+                     "--what", "model_torchscript"]) == 0
+        assert (tmp_path / out / "model.pt").is_file()
+        assert main(["summary", str(source)]) == 0
+        assert "receptive field" in capsys.readouterr().out.lower()
+    (run / "model.safetensors").unlink()  # a run stopped early: its best.ckpt is used
+    assert main(["summary", str(run)]) == 0
+    (tmp_path / "empty").mkdir()
+    assert main(["export", str(tmp_path / "empty"), str(tmp_path / "c")]) == 2
+    assert "without model.safetensors, best.ckpt or last.ckpt" in capsys.readouterr().err
+
+
 def test_eval_and_resume_give_a_data_setting_added_since_the_checkpoint_its_preset_value(tmp_path, monkeypatch, capsys):
     from torchtcn.tasks import get_task
 

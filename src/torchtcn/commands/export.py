@@ -15,7 +15,7 @@ from ..export import (
     require_onnx,
     step_body,
 )
-from ..io import load
+from .saved_model import load_saved_model
 from .train import positive_int
 
 ARTEFACTS = ("model", "model_torchscript", "step", "torchscript", "program")
@@ -35,7 +35,8 @@ def add_parser(sub) -> None:
         "Example: torchtcn export model.safetensors exported/",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    p.add_argument("path", help="a model saved with torchtcn.save (.safetensors)")
+    p.add_argument("path", help="a model saved with torchtcn.save (.safetensors), a training "
+                   "checkpoint (.ckpt) or a run folder (its model.safetensors, else best.ckpt)")
     p.add_argument("out", help="output directory")
     p.add_argument(
         "--what",
@@ -52,7 +53,7 @@ def add_parser(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    model = load(args.path).eval()
+    model = load_saved_model(args.path).eval()
     what = _artefacts(args.what, model)
     if {"model", "step"} & set(what):
         try:

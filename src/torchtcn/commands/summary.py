@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 
-from ..io import load
 from ..model import TCN, TCNConfig
 from ..summary import summary
 from .config_args import add_config_arguments, config_kwargs
+from .saved_model import load_saved_model
 
 
 def add_parser(sub) -> None:
@@ -18,8 +18,8 @@ def add_parser(sub) -> None:
         "torchtcn summary --in-channels 1 --channels 25*8 --kernel-size 7",
         allow_abbrev=False,  # run() spots architecture flags beside PATH by their full names
     )
-    p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors) or "
-                   "a training checkpoint (.ckpt)")
+    p.add_argument("path", nargs="?", help="a model saved with torchtcn.save (.safetensors), "
+                   "a training checkpoint (.ckpt) or a run folder")
     add_config_arguments(p, TCNConfig)
     # A saved model needs none of the architecture flags.
     for action in p._actions:
@@ -39,12 +39,8 @@ def run(args: argparse.Namespace) -> int:
     if given:  # a saved model has its own architecture: the flags would be silently ignored
         raise ValueError(f"{', '.join(given)} describe a TCN to build, but PATH {args.path} is a "
                          "saved model with its own architecture: give PATH or the flags, not both")
-    if args.path and str(args.path).endswith(".ckpt"):
-        from ..checkpoint import load_checkpoint
-
-        model = load_checkpoint(args.path).inference_model
-    elif args.path:
-        model = load(args.path)
+    if args.path:
+        model = load_saved_model(args.path)
     else:
         if args.in_channels is None or args.channels is None:
             raise ValueError("give a saved model PATH, or --in-channels and --channels")
