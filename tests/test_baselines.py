@@ -36,6 +36,16 @@ def test_forget_bias_needs_an_lstm(cls):
         cls(2, hidden_size=4, forget_bias=1.0)
 
 
+@pytest.mark.parametrize("model", ["gru", "rnn"])
+def test_a_task_does_not_offer_forget_bias_to_a_gru_or_rnn(model):
+    from torchtcn.tasks import get_task
+
+    task = get_task("jsb")
+    assert "forget_bias" not in task.model_keys(model) and "forget_bias" in task.model_keys("lstm")
+    with pytest.raises(ValueError, match="unknown setting 'forget_bias'"):
+        task.resolve(model, {"forget_bias": "1.0"})
+
+
 def test_forget_bias_type_is_checked():
     with pytest.raises(TypeError, match="forget_bias must be a float"):
         torchtcn.LSTM(2, forget_bias="1")

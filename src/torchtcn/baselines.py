@@ -234,9 +234,11 @@ class LSTM(RecurrentBaseline):
 class GRU(RecurrentBaseline):
     __doc__ = RecurrentBaseline.__doc__.replace("LSTM(", "GRU(")
     cell = "gru"
+    unused_config_keys = ("forget_bias",)  # no forget gate: not a setting a task offers
 
 
 @register_model("rnn")
 class RNN(RecurrentBaseline):
     __doc__ = RecurrentBaseline.__doc__.replace("LSTM(", "RNN(")
     cell = "rnn"
+    unused_config_keys = ("forget_bias",)

@@ -69,12 +69,12 @@ class TCNConfig:
         default=True, metadata={"help": "activation after the residual addition"}
     )
     init_std: float | None = field(
-        default=0.01, metadata={"help": "conv weights ~ N(0, init_std); none = torch default"}
+        default=0.01, metadata={"help": "conv weights ~ N(0, init_std); none = torch's own init"}
     )
     init_scope: str = field(
         default="all",
         metadata={"help": "convs init_std applies to: all | downsample (only the 1x1 residual "
-                          "convs, the others keep torch's default: the reference code's "
+                          "convs, the others keep torch's own init: the reference code's "
                           "effective init)"},
     )
     low_memory: bool = field(

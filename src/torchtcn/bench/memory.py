@@ -196,10 +196,12 @@ def table(runs: dict[str, list[dict]]) -> tuple[list[str], list[list[str]], list
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default="torchtcn,torchtcn-lowmem,pytorch-tcn,lstm,gru",
                         help=f"comma list of {','.join(common.CONTENDERS)}")
-    parser.add_argument("--batch-size", type=positive_int, default=16)
-    parser.add_argument("--seq-len", type=positive_int, default=8192)
+    parser.add_argument("--batch-size", type=positive_int, default=16, help="batch of the step")
+    parser.add_argument("--seq-len", type=positive_int, default=8192,
+                        help="sequence length of the step")
     parser.add_argument("--repeats", type=positive_int, default=2, help="processes per model")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda")
     parser.add_argument("--json", default=None, help="write the results to this JSON file")
     parser.add_argument("--markdown", default=None, help="write the table to this file")
 

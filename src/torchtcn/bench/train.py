@@ -33,15 +33,17 @@ SWEEP_LENGTHS = "128,256,512,1024,2048,4096,8192,16384"
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--models", default=ALL, help=f"comma list of {','.join(common.CONTENDERS)}")
-    parser.add_argument("--batch-size", type=positive_int, default=64)
-    parser.add_argument("--seq-len", type=positive_int, default=784)
+    parser.add_argument("--batch-size", type=positive_int, default=64, help="batch of the timed step")
+    parser.add_argument("--seq-len", type=positive_int, default=784,
+                        help="sequence length of the timed step (784: seq-MNIST)")
     parser.add_argument("--repeats", type=positive_int, default=10, help="timed steps per model")
     parser.add_argument("--warmup", type=non_negative_int, default=2,
                         help="untimed steps per model first")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="cpu or cuda")
     parser.add_argument("--amp", choices=["bf16", "fp16"], action="append", default=None,
-                        help="add a torchtcn row with this autocast dtype (repeatable; "
-                        "default on CUDA: bf16)")
+                        help="add a torchtcn row with this autocast dtype (repeatable; when "
+                        "not given: bf16 on CUDA, none on the CPU)")
     parser.add_argument("--compile", action="store_true", default=None,
                         help="add a torch.compile'd torchtcn row (default on CUDA)")
     parser.add_argument("--allocators", type=choice_list(common.ALLOCATORS), default="tuned,glibc",
@@ -52,14 +54,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "gradients), under the first allocator setting")
     parser.add_argument("--memory", action="store_true",
                         help="also measure peak memory (see `torchtcn bench memory`)")
-    parser.add_argument("--memory-batch-size", type=positive_int, default=16)
-    parser.add_argument("--memory-seq-len", type=positive_int, default=8192)
-    parser.add_argument("--memory-repeats", type=positive_int, default=2)
+    parser.add_argument("--memory-batch-size", type=positive_int, default=16,
+                        help="batch of the --memory step")
+    parser.add_argument("--memory-seq-len", type=positive_int, default=8192,
+                        help="sequence length of the --memory step")
+    parser.add_argument("--memory-repeats", type=positive_int, default=2,
+                        help="--memory processes per model")
     parser.add_argument("--sweep", action="store_true",
                         help="also sweep the sequence length (TCN vs LSTM, time and memory)")
-    parser.add_argument("--sweep-lengths", type=positive_int_list, default=SWEEP_LENGTHS)
-    parser.add_argument("--sweep-models", default="torchtcn,torchtcn-lowmem,lstm")
-    parser.add_argument("--sweep-batch-size", type=positive_int, default=16)
+    parser.add_argument("--sweep-lengths", type=positive_int_list, default=SWEEP_LENGTHS,
+                        help="sequence lengths of --sweep")
+    parser.add_argument("--sweep-models", default="torchtcn,torchtcn-lowmem,lstm",
+                        help="models of --sweep (comma list)")
+    parser.add_argument("--sweep-batch-size", type=positive_int, default=16,
+                        help="batch of --sweep")
     parser.add_argument("--plot", default="docs/performance_sweep.png",
                         help="where --sweep saves its plot (PNG)")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")

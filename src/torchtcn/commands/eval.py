@@ -17,7 +17,8 @@ def add_parser(sub) -> None:
                        description="Evaluate CHECKPOINT (a .ckpt file, or a run folder: its "
                        "best.ckpt, or last.ckpt when the run has not validated yet).")
     p.add_argument("checkpoint", help="a .ckpt written by torchtcn train, or its run folder")
-    p.add_argument("--split", default="test", choices=["train", "valid", "test"])
+    p.add_argument("--split", default="test", choices=["train", "valid", "test"],
+                   help="the split to score (default: test)")
     p.add_argument("--data-dir", default=None, help="data directory (default: as for train)")
     p.add_argument("--device", default="auto", type=device_name, help="cpu, cuda, cuda:N or auto")
     add_threads_argument(p)

@@ -245,6 +245,9 @@ torchtcn report                                                          # this 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="markdown table of benchmark results beside the paper, and plots",
+                       description="Read every <task>-<model>.json of --results-dir and write "
+                       "the table (our test numbers beside the paper's), the methodology notes "
+                       "and the plots: by default docs/benchmarks.md and docs/benchmarks/.",
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results-dir", default="benchmarks/results", help="folder of result JSON files")
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown file to write ('-': print only)")

@@ -258,9 +258,11 @@ class Task:
         cls = get_model_class(model)
         hints = typing.get_type_hints(cls.config_class)
         fields = dataclasses.fields(cls.config_class)
-        # layout: a task's data is (N, C, T), the body is fed that way
+        # layout: a task's data is (N, C, T), the body is fed that way; a key the body class
+        # does not use (a GRU's forget_bias) is not offered
+        unused = getattr(cls, "unused_config_keys", ())
         return {f.name: hints[f.name] for f in fields
-                if f.name not in _DATA_FIXED_KEYS and f.name != "layout"}
+                if f.name not in _DATA_FIXED_KEYS and f.name != "layout" and f.name not in unused}
 
     def model_help(self, model: str) -> dict[str, str]:
         """One line of help per settable model key (from the config's field metadata).
