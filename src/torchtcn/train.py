@@ -755,9 +755,9 @@ def run_differences(stored: dict[str, Any], current: dict[str, Any],
     diffs = []
     for key in sorted(set(stored) | set(current)):
         a, b = stored.get(key), current.get(key)
-        if key == "train" and isinstance(a, dict):
+        if key == "train" and isinstance(a, dict) and isinstance(b, dict):
             # a trainer setting added since the run was made: its default is what ran then
-            a = {**_train_defaults(), **a}
+            a = {**{k: v for k, v in _train_defaults().items() if k in b}, **a}
         if isinstance(a, dict) and isinstance(b, dict):
             for k in sorted(set(a) | set(b)):
                 if key == "train" and k in ignore:
