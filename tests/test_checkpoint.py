@@ -154,3 +154,16 @@ def test_weights_that_do_not_fit_the_spec(tmp_path):
 def test_state_must_be_json(tmp_path):
     with pytest.raises(TypeError, match="JSON"):
         C.save_checkpoint(tmp_path / "c.ckpt", _model(), trainer_state={"x": object()})
+
+
+def test_adam_step_counters_stay_on_the_cpu_when_loaded_for_a_device(tmp_path):
+    # torch keeps Adam's 0-d step on the CPU; on CUDA each one there would cost a host sync
+    # per parameter per step of a resumed run
+    model = torchtcn.TCN(1, [4], kernel_size=2)
+    opt = torch.optim.Adam(model.parameters())
+    model(torch.randn(2, 1, 5)).sum().backward()
+    opt.step()
+    path = tmp_path / "c.ckpt"
+    C.save_checkpoint(path, model, optimizer=opt, trainer_state={"epoch": 1})
+    state = C.load_checkpoint(path, device="meta").optimizer_state["state"]
+    assert all(s["step"].device.type == "cpu" and s["exp_avg"].is_meta for s in state.values())

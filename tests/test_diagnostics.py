@@ -91,3 +91,14 @@ def test_causality_check_leaves_the_callers_random_numbers_alone():
     assert not torch.equal(draws[0], draws[1])
     with pytest.raises(ValueError, match="length must be an int >= 2"):
         check_causality(model, length=1)  # nothing to perturb: it would pass any model
+
+
+def test_causality_check_leaves_the_cuda_generators_alone(monkeypatch):
+    # fork_rng(devices=[]) restores the CPU generator only; torch.manual_seed would also
+    # reseed every CUDA generator and leave the caller's CUDA stream at a fixed seed
+    calls = []
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", lambda seed: calls.append(seed))
+    model = torchtcn.TCN(2, [4, 4], kernel_size=3, dropout=0.3)
+    cpu = torch.get_rng_state()
+    assert check_causality(model, train=True)
+    assert calls == [] and torch.equal(torch.get_rng_state(), cpu)

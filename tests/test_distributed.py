@@ -37,6 +37,10 @@ def test_context_from_torchrun_variables():
     assert not ctx.is_main
     cuda = D.context_from_env(env, device="cuda")
     assert cuda.backend == "nccl" and cuda.device == torch.device("cuda", 1)
+    # one named GPU for every rank: NCCL's "Duplicate GPU detected" at the first collective
+    with pytest.raises(ValueError, match="--device cuda:0 names one GPU for all 4 processes"):
+        D.context_from_env(env, device="cuda:0")
+    assert D.context_from_env({}, device="cuda:1").device == torch.device("cuda", 1)  # one process
 
 
 @pytest.mark.parametrize(

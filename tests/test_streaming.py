@@ -574,3 +574,16 @@ def test_a_state_outlives_settings_that_do_not_change_the_architecture():
     b.load_state_dict(a.state_dict())
     x = inputs(a, 1, 5, 12)
     torch.testing.assert_close(stream(b, x, [2, 3], a.init_state(1)), a(x), rtol=0, atol=1e-10)
+
+
+def test_a_model_whose_batch_norm_ddp_made_sync_still_streams():
+    # torchtcn train converts batch norm to SyncBatchNorm in the trainer's model under DDP
+    model = make(23, in_channels=2, channels=[4, 4], kernel_size=3, norm="batch").eval()
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm1d):
+            m.running_mean.uniform_(-0.5, 0.5)
+            m.running_var.uniform_(0.5, 2.0)
+    x = inputs(model, 2, 30, 23)
+    want = model(x)
+    synced = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model).eval()
+    torch.testing.assert_close(stream(synced, x, [1, 4, 25]), want, rtol=0, atol=1e-10)

@@ -357,7 +357,10 @@ def load_checkpoint(path, device: str | torch.device = "cpu") -> Checkpoint:
         averaged = _model_with_weights(path, doc, tensors, _AVERAGED, "averaged_aliases", expected, device)
     opt = None
     if doc.get("optimizer") is not None:
-        opt_t = {k[len(_OPTIM):]: v.to(device) for k, v in tensors.items() if k.startswith(_OPTIM)}
+        # Adam's 0-d "step" counters stay on the CPU, as torch keeps them (on CUDA each would
+        # cost a host sync per parameter per step); the moments go to the device
+        opt_t = {k[len(_OPTIM):]: v if k.endswith(".step") and v.dim() == 0 else v.to(device)
+                 for k, v in tensors.items() if k.startswith(_OPTIM)}
         opt = _join_optimizer(opt_t, doc["optimizer"])
     rng = {}
     if doc.get("rng") is not None:

@@ -146,7 +146,10 @@ def _past_unmoved(probe, model, x, scale, gen, train, raise_on_leak) -> bool:
         x2[:, :, t0:] += scale * torch.randn(x2[:, :, t0:].shape, generator=gen, dtype=torch.float64)
         outs = []
         for inp in (x, x2):
-            torch.manual_seed(1234)  # identical dropout masks in both passes
+            # identical dropout masks in both passes; the probe runs on the CPU, whose
+            # generator alone fork_rng(devices=[]) restores (torch.manual_seed would also
+            # reseed every CUDA generator)
+            torch.default_generator.manual_seed(1234)
             y = _from_model_layout(probe(_to_model_layout(inp, model)), model)
             outs.append(y[:, :, :t0])
         if not torch.equal(outs[0], outs[1]):

@@ -121,6 +121,9 @@ def context_from_env(
     if dev is None:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
+        if dev.index is not None and world > 1:  # every rank would take the same GPU
+            raise ValueError(f"--device {device} names one GPU for all {world} processes: "
+                             "under torchrun give --device cuda (each rank takes LOCAL_RANK's)")
         if dev.index is None:
             dev = torch.device("cuda", local if world > 1 else 0)
         backend = "nccl"

@@ -60,6 +60,10 @@ def _pick_token(logits, sample, temperature: float, generator) -> torch.Tensor:
         raise ValueError(f"temperature={temperature!r} is too small: logits / temperature "
                          "overflow; use sample='greedy' (the limit of temperature -> 0)")
     probs = torch.softmax(scaled, dim=1)
+    if generator is not None and generator.device != probs.device:
+        # a CPU torch.Generator() with a CUDA model: sample where the generator lives
+        return torch.multinomial(probs.to(generator.device), 1,
+                                 generator=generator)[:, 0].to(probs.device)
     return torch.multinomial(probs, 1, generator=generator)[:, 0]
 
 

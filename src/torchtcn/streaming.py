@@ -199,7 +199,7 @@ def _fold_conv(unit, line: _Line) -> _Conv:
     b = conv.bias.detach().clone() if conv.bias is not None else w.new_zeros(w.shape[0])
     layer_norm = None
     norm = unit.norm
-    if isinstance(norm, nn.BatchNorm1d):
+    if isinstance(norm, nn.modules.batchnorm._BatchNorm):  # SyncBatchNorm too (after DDP)
         scale = torch.rsqrt(norm.running_var.detach() + norm.eps)
         if norm.weight is not None:
             scale = scale * norm.weight.detach()

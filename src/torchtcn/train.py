@@ -10,7 +10,8 @@ totals; the :class:`Trainer` does everything else the same way for every task:
   ``backward()`` (the reference code clipped freshly zeroed gradients, which does nothing);
 * validation every epoch, atomic checkpoints (``last.ckpt`` every epoch and optionally every
   N steps, ``best.ckpt`` when validation improves) and ``resume`` that continues exactly as
-  an uninterrupted run would (same weights, bit for bit);
+  an uninterrupted run would (same weights, bit for bit on the CPU; on CUDA as far as cuDNN's
+  kernels are deterministic);
 * metrics to ``metrics.csv`` / ``metrics.jsonl`` (and TensorBoard when installed), progress
   bars with the live loss and metric, learning curves as PNG;
 * optionally (``ema=0.999``) an exponential moving average of the weights
