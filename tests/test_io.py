@@ -222,3 +222,28 @@ def test_whole_module_pickling_round_trips(norm):
     body.register_forward_hook(lambda *args: calls.append(1))
     copy.deepcopy(body)(x)
     assert calls == [1]
+    # copy.copy too: a shallow copy sharing the blocks
+    assert copy.copy(body).blocks is body.blocks
+    # attributes are carried; under weight norm, a tensor the config does not build refuses
+    # to pickle (the rebuilt model could not hold it)
+    other = torchtcn.TCN(2, [4, 4], kernel_size=3, norm=norm)
+    other.tag = "run 7"
+    assert pickle.loads(pickle.dumps(other)).tag == "run 7"
+    if norm == "weight":
+        other.extra = torch.nn.Linear(2, 2)
+        with pytest.raises(pickle.PicklingError,
+                           match=r"does not build \(\['extra.bias', 'extra.weight'\]\)"):
+            pickle.dumps(other)
+
+
+def test_deepcopy_of_a_compiled_tcn_runs_its_own_weights():
+    import copy
+
+    model = torchtcn.TCN(2, [4], kernel_size=2, norm=None)
+    model.compile(backend="eager")
+    clone = copy.deepcopy(model)
+    with torch.no_grad():
+        for p in clone.parameters():
+            p.add_(1.0)
+    x = torch.randn(1, 2, 5)
+    assert not torch.equal(clone(x), model(x))  # was the original's forward, through the copy

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import pickle
 import warnings
 from dataclasses import dataclass, field
 
@@ -263,22 +264,40 @@ class TCN(ConfiguredModel, nn.Module):
         """Pickle as config + weights: torch refuses to pickle weight-norm parametrized convs.
 
         ``torch.save(model)`` / ``pickle`` / multiprocessing then work for every ``norm``. The
-        copy keeps the weights (device and dtype included), which parameters are frozen and
-        each submodule's train/eval mode; hooks and ``.grad`` are not carried (``save`` /
+        copy keeps the weights (device and dtype included), which parameters are frozen, each
+        submodule's train/eval mode and attributes set on the model; hooks and ``.grad`` are
+        not carried, and a model holding tensors its config does not build (an added
+        submodule or parametrization) raises ``pickle.PicklingError`` when pickled (``save`` /
         ``load`` remain the safe format: no pickle on load).
         """
         if not any(parametrize.is_parametrized(m) for m in self.modules()):
             return super().__reduce_ex__(protocol)
+        with warnings.catch_warnings(), torch.device("meta"):
+            warnings.simplefilter("ignore")
+            fresh = type(self).from_config(self.config)
+        names = {n for n, _ in self.named_parameters()} | {n for n, _ in self.named_buffers()}
+        fresh_names = {n for n, _ in fresh.named_parameters()} | {n for n, _ in fresh.named_buffers()}
+        if names != fresh_names:  # a submodule, parametrization or buffer added by the caller
+            raise pickle.PicklingError(
+                f"this TCN holds tensors its config does not build ({sorted(names ^ fresh_names)}): "
+                "pickle its state_dict(), or save it with torchtcn.save")
+        extra = {k: v for k, v in self.__getstate__().items() if k not in fresh.__dict__}
         frozen = [name for name, p in self.named_parameters() if not p.requires_grad]
         modes = {name: m.training for name, m in self.named_modules()}
-        return (_unpickle_tcn, (type(self), self.config, self.state_dict(), frozen, modes))
+        return (_unpickle_tcn, (type(self), self.config, self.state_dict(), frozen, modes, extra))
 
     def __deepcopy__(self, memo):
-        # copy.deepcopy keeps torch's own semantics (hooks, grads, attributes): it copies
-        # the instance dict, as it would without the __reduce_ex__ above.
+        # copy.deepcopy keeps torch's own semantics (hooks, grads, attributes): it copies the
+        # state torch's Module.__getstate__ gives (which drops a compiled forward), as it
+        # would without the __reduce_ex__ above
         clone = type(self).__new__(type(self))
         memo[id(self)] = clone
-        clone.__setstate__(copy.deepcopy(dict(self.__dict__), memo))
+        clone.__setstate__(copy.deepcopy(self.__getstate__(), memo))
+        return clone
+
+    def __copy__(self):
+        clone = type(self).__new__(type(self))  # torch's shallow copy: the same submodules
+        clone.__setstate__(self.__getstate__())
         return clone
 
     # -- facts about the architecture -----------------------------------------------------
@@ -387,7 +406,7 @@ class TCN(ConfiguredModel, nn.Module):
         )
 
 
-def _unpickle_tcn(cls, config, state, frozen, modes):
+def _unpickle_tcn(cls, config, state, frozen, modes, extra=None):
     """Rebuild a pickled :class:`TCN`: built on the meta device (no init, no RNG draw, no
     second blind-spot warning), then the pickled tensors are assigned as its weights."""
     with warnings.catch_warnings(), torch.device("meta"):
@@ -398,5 +417,6 @@ def _unpickle_tcn(cls, config, state, frozen, modes):
         model.get_parameter(name).requires_grad_(False)
     for name, module in model.named_modules():
         module.training = modes.get(name, module.training)
+    model.__dict__.update(extra or {})  # attributes the caller set on the model
     return model
 
