@@ -256,6 +256,7 @@ def test_eval_checkpoint_and_corrupted_checkpoint(tmp_path, capsys, monkeypatch)
     ({"trainer": {"run": "x"}}, "does not record its task"),
     ({"run.train": "x"}, "run.train must be an object, found str"),
     ({"run.data": [1]}, "run.data must be an object, found list"),
+    ({"run.task": ["adding200"]}, "run.task must be a name, found list"),
 ])
 def test_eval_of_a_checkpoint_with_a_malformed_run_record(tmp_path, capsys, change, match):
     from safetensors.torch import load_file, save_file

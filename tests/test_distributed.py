@@ -37,10 +37,21 @@ def test_context_from_torchrun_variables():
     assert not ctx.is_main
     cuda = D.context_from_env(env, device="cuda")
     assert cuda.backend == "nccl" and cuda.device == torch.device("cuda", 1)
-    # one named GPU for every rank: NCCL's "Duplicate GPU detected" at the first collective
+
+def test_a_named_gpu_under_torchrun(monkeypatch):
+    env = {"RANK": "3", "WORLD_SIZE": "4", "LOCAL_RANK": "1", "MASTER_ADDR": "10.0.0.1",
+           "MASTER_PORT": "29500"}
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    # four processes on a node seeing two GPUs: cuda:0 would be every one's (NCCL's
+    # "Duplicate GPU detected" at the first collective)
     with pytest.raises(ValueError, match="--device cuda:0 names one GPU for all 4 processes"):
         D.context_from_env(env, device="cuda:0")
-    assert D.context_from_env({}, device="cuda:1").device == torch.device("cuda", 1)  # one process
+    # one process per node, or one visible GPU per process, may name its GPU
+    assert D.context_from_env({**env, "LOCAL_WORLD_SIZE": "1"}, device="cuda:0").device == \
+        torch.device("cuda", 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    assert D.context_from_env(env, device="cuda:0").device == torch.device("cuda", 0)
+    assert D.context_from_env({}, device="cuda:1").device == torch.device("cuda", 1)
 
 
 @pytest.mark.parametrize(

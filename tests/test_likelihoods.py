@@ -109,6 +109,15 @@ def test_quantiles_given_as_none_one_number_or_another_type():
     assert Likelihood("quantile", None).quantiles == (0.5,)
     assert Likelihood("quantile", 0.9).quantiles == (0.5, 0.9)
     assert Likelihood("quantile", [0.9, 0.1]).quantiles == (0.1, 0.5, 0.9)
-    with pytest.raises(TypeError, match="quantiles must be a str '0.1,0.9', a list of numbers "
-                                        "or one number, got dict"):
+    with pytest.raises(TypeError, match=r"quantiles must be a str '0.1,0.9', numbers \(a list, "
+                                        r"array, tensor\) or one number, got dict"):
         Likelihood("quantile", {"q": 0.9})
+
+
+def test_quantiles_given_as_an_array_a_tensor_or_a_numpy_number():
+    import numpy as np
+
+    assert Likelihood("quantile", np.array([0.1, 0.9])).quantiles == (0.1, 0.5, 0.9)
+    assert Likelihood("quantile", torch.tensor([0.25], dtype=torch.float64)).quantiles == (0.25, 0.5)
+    assert Likelihood("quantile", np.float64(0.9)).quantiles == (0.5, 0.9)
+    assert Likelihood("quantile", range(0)).quantiles == (0.5,)

@@ -232,3 +232,31 @@ def test_report_cli_print_only_writes_nothing_and_a_missing_notes_file_writes_no
     assert main(["report", "--results-dir", str(results), "--out", "r/b.md"]) == 0
     assert (tmp_path / "r" / "b" / "comparison.png").exists()  # plots beside the report
     assert "![comparison](b/comparison.png)" in (tmp_path / "r" / "b.md").read_text()
+
+
+def test_an_overflowing_number_in_a_result_file_is_refused(tmp_path):
+    path = R.write_result(_record("jsb", "lstm", 8.3), tmp_path)
+    path.write_text(path.read_text().replace('"value": 8.3', '"value": 1e999'))
+    with pytest.raises(ValueError, match="non-finite number 1e999"):
+        R.load_results(tmp_path)
+
+
+def test_curves_with_a_split_the_first_epochs_lack_and_null_values(tmp_path):
+    rec = _record("copy1000", "tcn", 1e-3, epochs=4, planned=4)
+    for entry in rec["history"][:2]:
+        del entry["test_cross_entropy"]  # test_every_epoch switched on at a resume
+    rec["history"][1]["valid_cross_entropy"] = None  # a diverged epoch, written as null
+    path = R.plot_learning_curves(rec["history"], "cross_entropy", tmp_path / "c.png")
+    assert path.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_out_without_a_suffix_puts_the_plots_beside_it(tmp_path, monkeypatch, capsys):
+    from torchtcn.cli import main
+
+    results = tmp_path / "results"
+    R.write_result(_record("jsb", "tcn", 8.2), results)
+    monkeypatch.chdir(tmp_path)
+    assert main(["report", "--results-dir", str(results), "--out", "report"]) == 0
+    assert (tmp_path / "report").is_file() and (tmp_path / "report_plots" / "comparison.png").exists()
+    assert main(["report", "--results-dir", str(results), "--out", "r.md", "--plots-dir", "r.md"]) == 2
+    assert "is the report file itself" in capsys.readouterr().err

@@ -80,8 +80,10 @@ def test_mid_epoch_stop_and_resume_equals_uninterrupted(tmp_path):
 def test_resume_refuses_a_different_run(tmp_path):
     _trainer(tmp_path / "r", epochs=1).fit()
     other = _trainer(tmp_path / "r", epochs=2, overrides={"lr": "0.1"})
-    with pytest.raises(ValueError, match="train.lr"):
+    with pytest.raises(ValueError, match="train.lr") as err:
         other.fit(resume=True)
+    # the overrides that resume it are named (a preset changed since the run, say)
+    assert "resume with the run's settings (lr=" in str(err.value)
 
 
 def test_resume_with_fewer_epochs_than_already_trained_is_refused(tmp_path):

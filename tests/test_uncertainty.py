@@ -87,3 +87,12 @@ def test_attention_dropout_samples_too():
     model = Attend().eval()
     _, std = mc_predict(model, torch.randn(2, 5, 8), samples=4)
     assert std.max() > 0 and not model.training and not model.attention.training
+
+
+def test_transformer_layers_sample_their_dropout():
+    # in eval mode torch runs them through a fused fast path that applies no dropout
+    layer = torch.nn.TransformerEncoderLayer(8, 2, dim_feedforward=16, dropout=0.5,
+                                             batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, num_layers=2, enable_nested_tensor=False).eval()
+    _, std = mc_predict(model, torch.randn(2, 5, 8), samples=4)
+    assert std.max() > 0 and not model.training

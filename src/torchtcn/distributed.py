@@ -121,9 +121,14 @@ def context_from_env(
     if dev is None:
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
-        if dev.index is not None and world > 1:  # every rank would take the same GPU
-            raise ValueError(f"--device {device} names one GPU for all {world} processes: "
-                             "under torchrun give --device cuda (each rank takes LOCAL_RANK's)")
+        local_world = _env_int(env, "LOCAL_WORLD_SIZE", world)
+        # several processes of this node seeing several GPUs: one named GPU would be every
+        # local rank's (NCCL: "Duplicate GPU detected"). One process per node, or one visible
+        # GPU per process (CUDA_VISIBLE_DEVICES), may name its GPU.
+        if dev.index is not None and local_world > 1 and torch.cuda.device_count() > 1:
+            raise ValueError(f"--device {device} names one GPU for all {local_world} processes "
+                             "of this node: under torchrun give --device cuda (each rank takes "
+                             "cuda:LOCAL_RANK)")
         if dev.index is None:
             dev = torch.device("cuda", local if world > 1 else 0)
         backend = "nccl"

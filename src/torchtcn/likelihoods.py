@@ -27,6 +27,8 @@ Example:
 from __future__ import annotations
 
 import math
+import numbers
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -82,11 +84,14 @@ class Likelihood:
             given = self.quantiles
             if given is None:
                 given = ()
-            elif isinstance(given, (int, float)) and not isinstance(given, bool):
-                given = (given,)  # one level
-            elif not isinstance(given, (str, list, tuple)):
-                raise TypeError(f"quantiles must be a str '0.1,0.9', a list of numbers or one "
-                                f"number, got {type(given).__name__} {given!r}")
+            elif isinstance(given, numbers.Real) and not isinstance(given, bool):
+                given = (float(given),)  # one level (a numpy scalar too)
+            elif isinstance(given, Mapping) or not isinstance(given, (str, Iterable)):
+                raise TypeError(f"quantiles must be a str '0.1,0.9', numbers (a list, array, "
+                                f"tensor) or one number, got {type(given).__name__} {given!r}")
+            elif not isinstance(given, str):
+                given = [float(q) if isinstance(q, numbers.Real) or hasattr(q, "item") else q
+                         for q in given]  # an array or tensor: plain numbers
             levels = parse_quantiles(given) if len(given) else ()
             if 0.5 not in levels:
                 levels = tuple(sorted((*levels, 0.5)))

@@ -116,11 +116,19 @@ def _refuse_non_finite(constant: str):
     raise ValueError(f"the non-finite number {constant} (result files hold null instead)")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 overflows to inf
+        _refuse_non_finite(text)
+    return value
+
+
 def _read_result(path: Path) -> dict[str, Any]:
     """One result file, checked: JSON, an object, the required keys with the right types,
     and named as its content says (``<task>-<model>.json``)."""
     try:
-        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_non_finite)
+        rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_non_finite,
+                         parse_float=_finite_float)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{path}: not a JSON result file ({e})") from None
     if not isinstance(rec, dict):
@@ -281,16 +289,18 @@ def plot_learning_curves(history: list[dict[str, Any]], metric: str, path, title
     same = all(r.get(f"{s}_loss") == r.get(f"{s}_{metric}") for r in history for s in ("train", "valid"))
     keys = [metric] if same else ["loss", metric]
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.6), squeeze=False)
+    present = {k for r in history for k in r}  # a split some epochs lack is drawn with gaps
     for ax, key in zip(axes[0], keys):
         for split in ("train", "valid", "test"):
-            if f"{split}_{key}" in history[0]:
+            if f"{split}_{key}" in present:
                 ax.plot(epochs, [_number(r.get(f"{split}_{key}")) for r in history], marker=".",
                         label=split)
         ax.set_ylabel(key)
         ax.set_xlabel("epoch")
         ax.grid(alpha=0.3)
         ax.legend()
-        if key in ("mse", "cross_entropy") and all(r.get(f"valid_{key}", 1) > 0 for r in history):
+        if key in ("mse", "cross_entropy") and all(
+                not _number(r.get(f"valid_{key}", 1)) <= 0 for r in history):  # NaN: a gap
             ax.set_yscale("log")
     fig.suptitle(title)
     fig.tight_layout()

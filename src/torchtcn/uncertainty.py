@@ -29,6 +29,9 @@ def _samples_dropout(module: nn.Module) -> bool:
     # dropout and attention's dropout on the weights
     if isinstance(module, nn.modules.dropout._DropoutNd):
         return True
+    if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
+        # in eval mode torch runs these through a fused fast path that applies no dropout
+        return any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
     return isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and module.dropout > 0
 
 

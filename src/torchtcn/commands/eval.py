@@ -41,6 +41,10 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     info = trainer.get("run") or {} if isinstance(trainer, dict) else None
     if not isinstance(info, dict) or not {"task", "model", "train", "data"} <= set(info):
         raise ValueError(f"{path}: the checkpoint does not record its task (written outside torchtcn train?)")
+    for key in ("task", "model"):
+        if not isinstance(info[key], str):
+            raise ValueError(f"{path}: the checkpoint's run.{key} must be a name, found "
+                             f"{type(info[key]).__name__}")
     for key in ("train", "data"):
         if not isinstance(info[key], dict):
             raise ValueError(f"{path}: the checkpoint's run.{key} must be an object, found "

@@ -251,7 +251,7 @@ def add_parser(sub) -> None:
                        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("--results-dir", default="benchmarks/results", help="folder of result JSON files")
     p.add_argument("--out", default="docs/benchmarks.md", help="markdown file to write ('-': print only)")
-    p.add_argument("--plots-dir", default=None,
+    p.add_argument("--plots-dir", default=argparse.SUPPRESS,
                    help="where the PNG plots go (default: beside --out, in a folder named after "
                    "it, e.g. docs/benchmarks/; with --out -: no plots unless given)")
     p.add_argument("--notes", default=None,
@@ -266,9 +266,14 @@ def run(args: argparse.Namespace) -> int:
     from ..report import write_report
 
     out = None if args.out == "-" else args.out
-    plots_dir = args.plots_dir
+    plots_dir = getattr(args, "plots_dir", None)
     if plots_dir is None and out is not None:
-        plots_dir = str(Path(out).with_suffix(""))
+        out_path = Path(out)
+        # docs/benchmarks.md -> docs/benchmarks/; a name without a suffix gets NAME_plots/
+        plots_dir = str(out_path.with_suffix("") if out_path.suffix else
+                        out_path.parent / f"{out_path.name}_plots")
+    if out is not None and plots_dir is not None and Path(plots_dir).resolve() == Path(out).resolve():
+        raise ValueError(f"--plots-dir {plots_dir} is the report file itself: give another folder")
     # read before anything is written: a missing notes file must not leave a half report
     notes = Path(args.notes).read_text(encoding="utf-8") if args.notes else NOTES
     text = write_report(args.results_dir, out, plots_dir, intro=INTRO, notes=notes)
