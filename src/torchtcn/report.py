@@ -436,7 +436,10 @@ def _draw_plots(results: list[dict[str, Any]], plots_dir: Path, markdown_path) -
     """Draw the comparison and the learning curves; the markdown lines linking them, relative
     to the report's folder (or the working folder when there is no report file)."""
     base = Path(markdown_path).resolve().parent if markdown_path else Path.cwd()
-    rel = Path(os.path.relpath(plots_dir.resolve(), base)).as_posix()
+    try:
+        rel = Path(os.path.relpath(plots_dir.resolve(), base)).as_posix()
+    except ValueError:  # another drive (Windows): no relative path exists
+        rel = plots_dir.resolve().as_posix()
     plot_comparison(results, plots_dir / "comparison.png")
     lines = ["## Plots\n", f"![comparison]({rel}/comparison.png)", ""]
     for r in results:

@@ -168,7 +168,12 @@ def tables(result: dict, render) -> str:
     ]
     checked = ", ".join(f"{name} {e:.1e}" for name, e in result.get(
         "streaming_max_abs_error", {}).items())
-    out = ["Per-step latency, batch 1 (median):", "",
+    title = "Per-step latency, batch 1 (median):"
+    if str(result.get("device", "cpu")).startswith("cuda"):
+        # one synchronisation per timed round: the GPU queues a round's launches
+        title = ("Per-step time, batch 1 (median; CUDA: one synchronisation per round of steps, "
+                 "so launches are pipelined; a caller that reads every output waits longer):")
+    out = [title, "",
            render(["method", "us / step", "steps / s", "time vs torchtcn"], rows), ""]
     if checked:
         frames = result.get("streaming_check_frames", "the")
