@@ -50,7 +50,10 @@ def test_a_named_gpu_under_torchrun(monkeypatch):
     assert D.context_from_env({**env, "LOCAL_WORLD_SIZE": "1"}, device="cuda:0").device == \
         torch.device("cuda", 0)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
-    assert D.context_from_env(env, device="cuda:0").device == torch.device("cuda", 0)
+    with pytest.raises(ValueError, match="names one GPU"):  # one GPU shared by 4 processes
+        D.context_from_env(env, device="cuda:0")
+    visible = {**env, "CUDA_VISIBLE_DEVICES": "3"}  # this process's own GPU
+    assert D.context_from_env(visible, device="cuda:0").device == torch.device("cuda", 0)
     assert D.context_from_env({}, device="cuda:1").device == torch.device("cuda", 1)
 
 

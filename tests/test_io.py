@@ -232,7 +232,16 @@ def test_whole_module_pickling_round_trips(norm):
     if norm == "weight":
         other.extra = torch.nn.Linear(2, 2)
         with pytest.raises(pickle.PicklingError,
-                           match=r"does not build \(\['extra.bias', 'extra.weight'\]\)"):
+                           match=r"does not build \(\['extra', 'extra.bias', 'extra.weight'\]\)"):
+            pickle.dumps(other)
+        del other.extra
+        other.head = torch.nn.ReLU()  # a submodule without tensors: was dropped silently
+        with pytest.raises(pickle.PicklingError, match=r"\['head'\]"):
+            pickle.dumps(other)
+        del other.head
+        other.skip_activation = None
+        other.blocks[0].unit1.conv.bias = torch.nn.Parameter(torch.zeros(5))  # config builds 4
+        with pytest.raises(pickle.PicklingError, match="blocks.0.unit1.conv.bias"):
             pickle.dumps(other)
 
 

@@ -121,3 +121,7 @@ def test_quantiles_given_as_an_array_a_tensor_or_a_numpy_number():
     assert Likelihood("quantile", torch.tensor([0.25], dtype=torch.float64)).quantiles == (0.25, 0.5)
     assert Likelihood("quantile", np.float64(0.9)).quantiles == (0.5, 0.9)
     assert Likelihood("quantile", range(0)).quantiles == (0.5,)
+    assert Likelihood("quantile", torch.tensor(0.25, dtype=torch.float64)).quantiles == (0.25, 0.5)
+    assert Likelihood("quantile", np.array(0.25)).quantiles == (0.25, 0.5)
+    with pytest.raises(TypeError, match="got bytes"):
+        Likelihood("quantile", b"0.1")

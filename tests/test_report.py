@@ -239,6 +239,9 @@ def test_an_overflowing_number_in_a_result_file_is_refused(tmp_path):
     path.write_text(path.read_text().replace('"value": 8.3', '"value": 1e999'))
     with pytest.raises(ValueError, match="non-finite number 1e999"):
         R.load_results(tmp_path)
+    path.write_text(path.read_text().replace('"value": 1e999', '"value": 1' + "0" * 400))
+    with pytest.raises(ValueError, match=r"non-finite number 100000000000\.\.\. \(401 digits\)"):
+        R.load_results(tmp_path)
 
 
 def test_curves_with_a_split_the_first_epochs_lack_and_null_values(tmp_path):

@@ -83,7 +83,7 @@ def test_resume_refuses_a_different_run(tmp_path):
     with pytest.raises(ValueError, match="train.lr") as err:
         other.fit(resume=True)
     # the overrides that resume it are named (a preset changed since the run, say)
-    assert "resume with the run's settings (lr=" in str(err.value)
+    assert "resume with the run's own settings as key=value overrides" in str(err.value)
 
 
 def test_resume_with_fewer_epochs_than_already_trained_is_refused(tmp_path):

@@ -122,10 +122,11 @@ def context_from_env(
         dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if dev.type == "cuda":
         local_world = _env_int(env, "LOCAL_WORLD_SIZE", world)
-        # several processes of this node seeing several GPUs: one named GPU would be every
-        # local rank's (NCCL: "Duplicate GPU detected"). One process per node, or one visible
-        # GPU per process (CUDA_VISIBLE_DEVICES), may name its GPU.
-        if dev.index is not None and local_world > 1 and torch.cuda.device_count() > 1:
+        # several processes of this node: one named GPU would be every local rank's (NCCL:
+        # "Duplicate GPU detected"). One process per node, or one GPU made visible to each
+        # process (CUDA_VISIBLE_DEVICES), may name its GPU.
+        one_visible_each = torch.cuda.device_count() == 1 and bool(env.get("CUDA_VISIBLE_DEVICES"))
+        if dev.index is not None and local_world > 1 and not one_visible_each:
             raise ValueError(f"--device {device} names one GPU for all {local_world} processes "
                              "of this node: under torchrun give --device cuda (each rank takes "
                              "cuda:LOCAL_RANK)")

@@ -84,9 +84,10 @@ class Likelihood:
             given = self.quantiles
             if given is None:
                 given = ()
-            elif isinstance(given, numbers.Real) and not isinstance(given, bool):
-                given = (float(given),)  # one level (a numpy scalar too)
-            elif isinstance(given, Mapping) or not isinstance(given, (str, Iterable)):
+            elif (isinstance(given, numbers.Real) and not isinstance(given, bool)) or (
+                    getattr(given, "ndim", None) == 0 and not isinstance(given, str)):
+                given = (float(given),)  # one level (a numpy scalar, a 0-d tensor or array)
+            elif isinstance(given, (Mapping, bytes)) or not isinstance(given, (str, Iterable)):
                 raise TypeError(f"quantiles must be a str '0.1,0.9', numbers (a list, array, "
                                 f"tensor) or one number, got {type(given).__name__} {given!r}")
             elif not isinstance(given, str):

@@ -265,9 +265,10 @@ class TCN(ConfiguredModel, nn.Module):
 
         ``torch.save(model)`` / ``pickle`` / multiprocessing then work for every ``norm``. The
         copy keeps the weights (device and dtype included), which parameters are frozen, each
-        submodule's train/eval mode and attributes set on the model; hooks and ``.grad`` are
-        not carried, and a model holding tensors its config does not build (an added
-        submodule or parametrization) raises ``pickle.PicklingError`` when pickled (``save`` /
+        submodule's train/eval mode and attributes set on the model itself (not on its
+        submodules); hooks and ``.grad`` are not carried, and a model holding modules or
+        tensors its config does not build (an added submodule or parametrization, a reshaped
+        weight) raises ``pickle.PicklingError`` when pickled (``save`` /
         ``load`` remain the safe format: no pickle on load).
         """
         if not any(parametrize.is_parametrized(m) for m in self.modules()):
@@ -275,11 +276,20 @@ class TCN(ConfiguredModel, nn.Module):
         with warnings.catch_warnings(), torch.device("meta"):
             warnings.simplefilter("ignore")
             fresh = type(self).from_config(self.config)
-        names = {n for n, _ in self.named_parameters()} | {n for n, _ in self.named_buffers()}
-        fresh_names = {n for n, _ in fresh.named_parameters()} | {n for n, _ in fresh.named_buffers()}
-        if names != fresh_names:  # a submodule, parametrization or buffer added by the caller
+        def layout(model):  # every tensor's name, shape and dtype, every submodule's type
+            tensors = [*model.named_parameters(), *model.named_buffers()]
+            return ({n: (tuple(t.shape), t.dtype) for n, t in tensors},
+                    # by name: parametrize makes a new class per parametrized module
+                    {n: type(m).__name__ for n, m in model.named_modules()})
+
+        (mine, my_modules), (built, built_modules) = layout(self), layout(fresh)
+        built = {n: (shape, mine.get(n, (None, dtype))[1]) for n, (shape, dtype) in built.items()}
+        odd = sorted({n for n in mine.keys() | built.keys() if mine.get(n) != built.get(n)}
+                     | {n for n in my_modules.keys() | built_modules.keys()
+                        if my_modules.get(n) != built_modules.get(n)})
+        if odd:  # a submodule, parametrization, buffer or reshaped tensor added by the caller
             raise pickle.PicklingError(
-                f"this TCN holds tensors its config does not build ({sorted(names ^ fresh_names)}): "
+                f"this TCN holds modules or tensors its config does not build ({odd}): "
                 "pickle its state_dict(), or save it with torchtcn.save")
         extra = {k: v for k, v in self.__getstate__().items() if k not in fresh.__dict__}
         frozen = [name for name, p in self.named_parameters() if not p.requires_grad]

@@ -116,6 +116,15 @@ def _refuse_non_finite(constant: str):
     raise ValueError(f"the non-finite number {constant} (result files hold null instead)")
 
 
+def _float_sized_int(text: str) -> int:
+    value = int(text)
+    try:
+        float(value)
+    except OverflowError:  # the table formats it as a float
+        _refuse_non_finite(f"{text[:12]}... ({len(text)} digits)")
+    return value
+
+
 def _finite_float(text: str) -> float:
     value = float(text)
     if not math.isfinite(value):  # 1e999 overflows to inf
@@ -128,7 +137,7 @@ def _read_result(path: Path) -> dict[str, Any]:
     and named as its content says (``<task>-<model>.json``)."""
     try:
         rec = json.loads(path.read_text(encoding="utf-8"), parse_constant=_refuse_non_finite,
-                         parse_float=_finite_float)
+                         parse_float=_finite_float, parse_int=_float_sized_int)
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as e:
         raise ValueError(f"{path}: not a JSON result file ({e})") from None
     if not isinstance(rec, dict):

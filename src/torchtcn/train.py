@@ -417,14 +417,10 @@ class Trainer:
             stored = {**stored, "data": self.task.stored_data_settings(stored["data"])}
         diff = run_differences(stored, self.run_info)
         if diff:
-            # "train.lr_on_tie: False -> True" -> lr_on_tie=False: the override resuming it
-            hint = " ".join(f"{d.split(': ', 1)[0].split('.')[-1]}={d.split(': ', 1)[1].split(' -> ')[0]}"
-                            for d in diff if ": " in d and " -> " in d)
-            raise ValueError(f"{path} was written by a different run; differing settings: {diff}. "
-                             f"Use another --out folder, or resume with the run's settings "
-                             f"({hint}; a preset may have changed since the run)."
-                             if hint else f"{path} was written by a different run; differing "
-                             f"settings: {diff}. Use another --out folder or the same settings.")
+            raise ValueError(f"{path} was written by a different run; differing settings "
+                             f"(the run's -> now): {diff}. Use another --out folder, or resume "
+                             "with the run's own settings as key=value overrides (a preset may "
+                             "have changed since the run).")
         changed = signature_mismatch(ckpt.trainer_state.get("data_signature"), self.data_signature)
         if changed:
             raise ValueError(f"{path}: the data now differs from the data the run was trained on "

@@ -31,7 +31,8 @@ def _samples_dropout(module: nn.Module) -> bool:
         return True
     if isinstance(module, (nn.TransformerEncoderLayer, nn.TransformerDecoderLayer)):
         # in eval mode torch runs these through a fused fast path that applies no dropout
-        return any(isinstance(m, nn.Dropout) and m.p > 0 for m in module.modules())
+        return any(isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0
+                   for m in module.modules())
     return isinstance(module, (nn.RNNBase, nn.MultiheadAttention)) and module.dropout > 0
 
 
