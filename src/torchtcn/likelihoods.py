@@ -91,8 +91,7 @@ class Likelihood:
                 raise TypeError(f"quantiles must be a str '0.1,0.9', numbers (a list, array, "
                                 f"tensor) or one number, got {type(given).__name__} {given!r}")
             elif not isinstance(given, str):
-                given = [float(q) if isinstance(q, numbers.Real) or hasattr(q, "item") else q
-                         for q in given]  # an array or tensor: plain numbers
+                given = list(given)  # any iterable: parse_quantiles makes each a float
             levels = parse_quantiles(given) if len(given) else ()
             if 0.5 not in levels:
                 levels = tuple(sorted((*levels, 0.5)))

@@ -273,20 +273,18 @@ class TCN(ConfiguredModel, nn.Module):
         """
         if not any(parametrize.is_parametrized(m) for m in self.modules()):
             return super().__reduce_ex__(protocol)
-        with warnings.catch_warnings(), torch.device("meta"):
-            warnings.simplefilter("ignore")
-            fresh = type(self).from_config(self.config)
-        def layout(model):  # every tensor's name, shape and dtype, every submodule's type
-            tensors = [*model.named_parameters(), *model.named_buffers()]
-            return ({n: (tuple(t.shape), t.dtype) for n, t in tensors},
-                    # by name: parametrize makes a new class per parametrized module
-                    {n: type(m).__name__ for n, m in model.named_modules()})
+        fresh = _built_on_meta(type(self), self.config)
 
-        (mine, my_modules), (built, built_modules) = layout(self), layout(fresh)
-        built = {n: (shape, mine.get(n, (None, dtype))[1]) for n, (shape, dtype) in built.items()}
-        odd = sorted({n for n in mine.keys() | built.keys() if mine.get(n) != built.get(n)}
-                     | {n for n in my_modules.keys() | built_modules.keys()
-                        if my_modules.get(n) != built_modules.get(n)})
+        def layout(model) -> dict[str, object]:
+            # every tensor's shape (its dtype may differ: .double()) and every submodule's
+            # type, by name: parametrize makes a new class per parametrized module
+            tensors = [*model.named_parameters(), *model.named_buffers()]
+            return {**{n: tuple(t.shape) for n, t in tensors},
+                    **{f"{n} (module)": type(m).__name__ for n, m in model.named_modules()}}
+
+        mine, built = layout(self), layout(fresh)
+        odd = sorted(n.removesuffix(" (module)") for n in mine.keys() | built.keys()
+                     if mine.get(n) != built.get(n))
         if odd:  # a submodule, parametrization, buffer or reshaped tensor added by the caller
             raise pickle.PicklingError(
                 f"this TCN holds modules or tensors its config does not build ({odd}): "
@@ -416,12 +414,17 @@ class TCN(ConfiguredModel, nn.Module):
         )
 
 
+def _built_on_meta(cls, config) -> TCN:
+    """``cls.from_config(config)`` on the meta device: no init, no RNG draw, no warning."""
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        return cls.from_config(config)
+
+
 def _unpickle_tcn(cls, config, state, frozen, modes, extra=None):
     """Rebuild a pickled :class:`TCN`: built on the meta device (no init, no RNG draw, no
     second blind-spot warning), then the pickled tensors are assigned as its weights."""
-    with warnings.catch_warnings(), torch.device("meta"):
-        warnings.simplefilter("ignore")
-        model = cls.from_config(config)
+    model = _built_on_meta(cls, config)
     model.load_state_dict(state, assign=True)
     for name in frozen:
         model.get_parameter(name).requires_grad_(False)

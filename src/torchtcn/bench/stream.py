@@ -143,14 +143,15 @@ def measure(args) -> dict:
             name: common.summarize(t)["median"] / steps[name] for name, t in times.items()
         }
         rates = throughput(device, streams, args.repeats, args.inner, args.warmup)
+    receptive_field = paper_model("cpu").receptive_field
     return {
         "model": f"TCN(1, [25] * 8, kernel_size=7), weight norm, receptive field "
-        f"{paper_model('cpu').receptive_field}",
+        f"{receptive_field}",
         "device": str(device),
         "machine": common.machine(),
         "latency_s": latency,
         "streaming_max_abs_error": errors,  # vs each one's own full forward, before timing
-        "streaming_check_frames": paper_model("cpu").receptive_field + CHECK_MARGIN,
+        "streaming_check_frames": receptive_field + CHECK_MARGIN,
         "throughput": rates,
         "command": common.command_line(args),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),

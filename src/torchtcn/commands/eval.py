@@ -41,13 +41,10 @@ def evaluate_checkpoint(path, split: str = "test", data_dir=None, device: str = 
     info = trainer.get("run") or {} if isinstance(trainer, dict) else None
     if not isinstance(info, dict) or not {"task", "model", "train", "data"} <= set(info):
         raise ValueError(f"{path}: the checkpoint does not record its task (written outside torchtcn train?)")
-    for key in ("task", "model"):
-        if not isinstance(info[key], str):
-            raise ValueError(f"{path}: the checkpoint's run.{key} must be a name, found "
-                             f"{type(info[key]).__name__}")
-    for key in ("train", "data"):
-        if not isinstance(info[key], dict):
-            raise ValueError(f"{path}: the checkpoint's run.{key} must be an object, found "
+    for key, kind, what in (("task", str, "a name"), ("model", str, "a name"),
+                            ("train", dict, "an object"), ("data", dict, "an object")):
+        if not isinstance(info[key], kind):
+            raise ValueError(f"{path}: the checkpoint's run.{key} must be {what}, found "
                              f"{type(info[key]).__name__}")
     task = get_task(info["task"])
     # ema off: the checkpoint's inference_model already is the average to score
